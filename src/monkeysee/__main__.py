@@ -1,0 +1,5 @@
+import sys
+
+from monkeysee.cli import main
+
+sys.exit(main())

@@ -1,0 +1,83 @@
+"""The `monkeysee` command. Each subcommand lives in its own module here and registers itself with
+`@command`; the modules are discovered, so adding a subcommand touches no central list."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from monkeysee import __version__
+from monkeysee.errors import MonkeyseeError
+
+Arguments = Callable[[argparse.ArgumentParser], None]
+Runner = Callable[[argparse.Namespace], "int | None"]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    arguments: Arguments
+    run: Runner
+    order: int
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, arguments: Arguments, order: int = 50) -> Callable[[Runner], Runner]:
+    """Register `run` as `monkeysee NAME`; `arguments` adds its options to the subparser."""
+
+    def register(run: Runner) -> Runner:
+        COMMANDS[name] = Command(name, help, arguments, run, order)
+        return run
+
+    return register
+
+
+def _discover() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _discover()
+    parser = argparse.ArgumentParser(
+        prog="monkeysee",
+        description="Train a monkey-species classifier by transfer learning and see what the CNN sees.",
+    )
+    parser.add_argument("--version", action="version", version=f"monkeysee {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for cmd in sorted(COMMANDS.values(), key=lambda c: (c.order, c.name)):
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        cmd.arguments(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from monkeysee.runtime import tune_malloc
+
+    tune_malloc()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args._run(args) or 0)
+    except MonkeyseeError as exc:
+        print(f"monkeysee {args.command}: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"monkeysee {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Backbone registry: name -> how to build it, where its pretrained weights come from, how to feed it.
+
+Adding a backbone is one `@register_backbone` function in `backbones.py`; nothing else changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from monkeysee.errors import ConfigError
+from monkeysee.models.classifier import Classifier
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a photo becomes a tensor for this backbone (eval transform; training adds augmentation)."""
+
+    input_size: int = 224
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    @property
+    def resize_size(self) -> int:
+        return int(round(self.input_size / self.crop_pct))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        return cls(
+            input_size=int(d["input_size"]),
+            crop_pct=float(d["crop_pct"]),
+            interpolation=str(d["interpolation"]),
+            mean=tuple(d["mean"]),  # type: ignore[arg-type]
+            std=tuple(d["std"]),  # type: ignore[arg-type]
+        )
+
+
+WeightsLoader = Callable[[Classifier, "Path | None"], None]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Everything the rest of monkeysee needs to know about one backbone."""
+
+    name: str
+    build_body: Callable[[], nn.Sequential]
+    num_features: int
+    preprocess: Preprocess
+    load_weights: WeightsLoader
+    weights_source: str
+    explain_layer: str
+    default_unfreeze: int = 2
+    offline: bool = False
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(spec_factory: Callable[[], BackboneSpec]) -> Callable[[], BackboneSpec]:
+    """Decorator: register the spec that the decorated zero-argument function returns."""
+    spec = spec_factory()
+    if spec.name in _REGISTRY:
+        raise ValueError(f"backbone {spec.name!r} registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec_factory
+
+
+def available_backbones() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown backbone {name!r}",
+            fix=f"choose one of: {', '.join(available_backbones())}",
+        ) from None
+
+
+def create_model(
+    name: str,
+    num_classes: int = 1000,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+    dropout: float = 0.2,
+) -> Classifier:
+    """Build a classifier on a registered backbone.
+
+    With `pretrained` (or a `weights` file) the body gets ImageNet weights; the head keeps them too
+    when `num_classes` is 1000 and the source has a compatible head, otherwise it starts fresh.
+    """
+    spec = get_backbone(name)
+    model = Classifier(spec.build_body(), spec.num_features, num_classes, dropout)
+    if pretrained or weights is not None:
+        spec.load_weights(model, None if weights is None else Path(weights))
+    return model
+
+
+def load_by_position(
+    model: Classifier, source: dict[str, torch.Tensor], *, with_head: bool, origin: str
+) -> None:
+    """Copy `source` tensors into `model` in order, checking every shape.
+
+    Pretrained files name their tensors after their own module tree; ours is a Sequential of stages
+    holding the same modules in the same order, so order plus shape is the reliable mapping.
+    """
+    from monkeysee.errors import CheckpointError
+
+    source = {k: v for k, v in source.items() if not k.endswith("num_batches_tracked")}
+    state = model.state_dict()
+    targets = [k for k in state if k.startswith("body.") and not k.endswith("num_batches_tracked")]
+    if with_head and model.num_classes == _last_out_features(source):
+        targets += ["head.fc.weight", "head.fc.bias"]
+    values = list(source.values())[: len(targets)]
+    if len(values) != len(targets):
+        raise CheckpointError(
+            f"weights hold {len(source)} tensors, the model needs {len(targets)}",
+            fix="pass the ImageNet weights file of this backbone",
+            path=origin,
+        )
+    new_state = {}
+    for key, value in zip(targets, values, strict=True):
+        expected = state[key].shape
+        if value.shape != expected:
+            raise CheckpointError(
+                f"tensor for {key} has shape {tuple(value.shape)}, expected {tuple(expected)}",
+                fix="pass the ImageNet weights file of this backbone",
+                path=origin,
+            )
+        new_state[key] = value
+    model.load_state_dict(new_state, strict=False)
+
+
+def _last_out_features(source: dict[str, torch.Tensor]) -> int:
+    last = list(source.values())[-1]
+    return int(last.shape[0]) if last.ndim == 1 else -1
