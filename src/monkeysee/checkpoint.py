@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from monkeysee import __version__
 from monkeysee.data.species import Species
 from monkeysee.errors import CheckpointError
+from monkeysee.io import atomic_write_json
 from monkeysee.models import Classifier, Preprocess, create_model
 
 MANIFEST = "manifest.json"
@@ -103,25 +104,6 @@ def library_versions() -> dict[str, str]:
         "numpy": numpy.__version__,
         "pillow": PIL.__version__,
     }
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):

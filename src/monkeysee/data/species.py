@@ -30,10 +30,12 @@ class Species:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Species:
-        return cls(label=str(d["label"]), common_name=str(d["common_name"]), latin_name=str(d.get("latin_name", "")))
+        return cls(
+            label=str(d["label"]), common_name=str(d["common_name"]), latin_name=str(d.get("latin_name", ""))
+        )
 
     def matches(self, query: str) -> bool:
-        """Whether a user's species query (label, common or Latin name, any case/underscores) means this one."""
+        """Whether a query (label, common or Latin name; any case, spaces or underscores) means this."""
         norm = query.strip().lower().replace("_", " ")
         names = {self.label, self.common_name, self.latin_name, self.display_name, self.display_latin}
         return norm in {n.lower().replace("_", " ") for n in names if n}

@@ -37,7 +37,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise CheckpointError("file holds no state dict", fix="pass a state dict, not a whole model", path=path)
+        raise CheckpointError("file holds no state dict", fix="pass a state dict, not a model", path=path)
     return state
 
 

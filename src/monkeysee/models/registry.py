@@ -29,7 +29,7 @@ class Preprocess:
 
     @property
     def resize_size(self) -> int:
-        return int(round(self.input_size / self.crop_pct))
+        return round(self.input_size / self.crop_pct)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,92 @@
+"""Photos as a torch Dataset, and seeded DataLoaders that survive a photo going bad mid-run."""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from monkeysee.data.images import load_rgb
+from monkeysee.data.layout import Sample
+from monkeysee.errors import ImageError
+
+Item = tuple[torch.Tensor | None, int, int]
+
+
+class PhotoDataset(Dataset):
+    """`samples` read with `load_rgb` and passed through `transform`; items are (tensor, target, index).
+
+    A photo that cannot be read any more (changed or removed since the scan) yields the sentinel
+    `(None, target, index)` and one warning per path; `collate_skip_bad` then drops it from its batch.
+    """
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+        self._warned: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Item:
+        sample = self.samples[index]
+        try:
+            image = load_rgb(sample.path)
+        except ImageError as exc:
+            if str(sample.path) not in self._warned:
+                self._warned.add(str(sample.path))
+                warnings.warn(f"skipping unreadable photo: {exc.message}", RuntimeWarning, stacklevel=2)
+            return None, sample.target, index
+        return self.transform(image), sample.target, index
+
+
+def collate_skip_bad(batch: list[Item]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Batch the good items as (images, targets, indices); None when every item in the batch was bad.
+
+    Training and evaluation loops must skip a None batch.
+    """
+    good = [item for item in batch if item[0] is not None]
+    if not good:
+        return None
+    images, targets, indices = default_collate(good)
+    return images, targets, indices
+
+
+def seed_worker(worker_id: int) -> None:
+    """Give python and numpy in each DataLoader worker the seed torch already derived for it."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    workers: int,
+    *,
+    drop_last: bool = False,
+    pin_memory: bool | None = None,
+) -> DataLoader:
+    """A DataLoader whose order and per-worker randomness follow `seed` and nothing else."""
+    kwargs: dict[str, Any] = {}
+    if workers > 0:
+        kwargs.update(persistent_workers=True, worker_init_fn=seed_worker)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        collate_fn=collate_skip_bad,
+        generator=torch.Generator().manual_seed(seed),
+        drop_last=drop_last,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        **kwargs,
+    )

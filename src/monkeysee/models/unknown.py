@@ -1,0 +1,461 @@
+""""Not one of my species": post-hoc unknown-photo detection from a trained classifier's logits and features.
+
+A detector turns `(logits, pooled features)` into a score where higher means "more likely unknown"; a
+threshold calibrated on known validation photos (keep 95% of them, say) turns scores into decisions.
+Detectors are a name -> class registry, like the backbones; fitted ones keep their state as numpy arrays
+plus JSON params so the trainer can store them next to the weights and `predict` can rebuild them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from monkeysee.errors import CheckpointError, ConfigError
+from monkeysee.evaluate.metrics import roc_curve
+
+ARRAY_PREFIX = "unknown."
+
+
+def _as_2d(x: np.ndarray | None, what: str) -> np.ndarray:
+    if x is None:
+        raise ValueError(f"this detector needs {what}, got None")
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"{what} must be (N, D), got shape {x.shape}")
+    return x
+
+
+def logsumexp(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log(sum(exp(x))) without overflow."""
+    m = np.max(x, axis=axis, keepdims=True)
+    return np.squeeze(m, axis=axis) + np.log(np.sum(np.exp(x - m), axis=axis))
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=axis, keepdims=True))
+    return z / z.sum(axis=axis, keepdims=True)
+
+
+class Detector:
+    """A scorer: higher score = more likely not one of the known species.
+
+    Subclasses set `name`, implement `score`, and, if they learn from training features, `fit`,
+    `arrays` and `_set_arrays`. Constructor keyword arguments are the JSON params.
+    """
+
+    name: ClassVar[str]
+    needs_features: ClassVar[bool] = False
+    needs_fit: ClassVar[bool] = False
+
+    def fit(self, features: np.ndarray, targets: np.ndarray) -> Detector:
+        """Learn from training features; logit-only detectors have nothing to learn."""
+        return self
+
+    def score(self, logits: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _set_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore fitted arrays (the inverse of `arrays`)."""
+
+    @property
+    def is_fitted(self) -> bool:
+        return True
+
+    @classmethod
+    def from_state(cls, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Detector:
+        det = cls(**params)
+        det._set_arrays(arrays)
+        return det
+
+
+T = TypeVar("T", bound=Detector)
+DETECTORS: dict[str, type[Detector]] = {}
+
+
+def register_detector(cls: type[T]) -> type[T]:
+    """Class decorator: add a detector to `DETECTORS` under its `name`."""
+    if cls.name in DETECTORS:
+        raise ValueError(f"detector {cls.name!r} registered twice")
+    DETECTORS[cls.name] = cls
+    return cls
+
+
+def get_detector(name: str, **params: Any) -> Detector:
+    """A fresh (unfitted) detector by registry name."""
+    if name not in DETECTORS:
+        raise ConfigError(f"unknown detector {name!r}", fix=f"choose one of {', '.join(DETECTORS)}")
+    return DETECTORS[name](**params)
+
+
+@register_detector
+class MaxSoftmax(Detector):
+    """1 - max softmax probability: the classifier's own lack of confidence."""
+
+    name = "max_softmax"
+
+    def score(self, logits: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        return 1.0 - softmax(_as_2d(logits, "logits")).max(axis=1)
+
+
+@register_detector
+class Energy(Detector):
+    """Free energy -T·logsumexp(logits/T): low total evidence for every class means unknown."""
+
+    name = "energy"
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        if temperature <= 0:
+            raise ConfigError(f"energy temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def params(self) -> dict[str, Any]:
+        return {"temperature": self.temperature}
+
+    def score(self, logits: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        t = self.temperature
+        return -t * logsumexp(_as_2d(logits, "logits") / t, axis=1)
+
+
+@register_detector
+class MaxLogit(Detector):
+    """-max logit: unlike softmax, not fooled by one class winning among uniformly weak ones."""
+
+    name = "max_logit"
+
+    def score(self, logits: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        return -_as_2d(logits, "logits").max(axis=1)
+
+
+@register_detector
+class Mahalanobis(Detector):
+    """Squared Mahalanobis distance of the pooled features to the nearest class mean.
+
+    One covariance shared by all classes, shrunk towards a scaled identity by `shrinkage` because
+    backbones have more feature dimensions than we have training photos.
+    """
+
+    name = "mahalanobis"
+    needs_features = True
+    needs_fit = True
+
+    def __init__(self, shrinkage: float = 0.01) -> None:
+        if not 0.0 <= shrinkage <= 1.0:
+            raise ConfigError(f"mahalanobis shrinkage must be in [0, 1], got {shrinkage}")
+        self.shrinkage = float(shrinkage)
+        self.means: np.ndarray | None = None
+        self.precision: np.ndarray | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {"shrinkage": self.shrinkage}
+
+    def fit(self, features: np.ndarray, targets: np.ndarray) -> Mahalanobis:
+        x = _as_2d(features, "features")
+        y = np.asarray(targets, dtype=np.int64)
+        if len(y) != len(x) or len(x) == 0:
+            raise ValueError(f"need matching, non-empty features and targets, got {len(x)} and {len(y)}")
+        classes = np.unique(y)
+        means = np.stack([x[y == c].mean(axis=0) for c in classes])
+        centred = x - means[np.searchsorted(classes, y)]
+        cov = centred.T @ centred / len(x)
+        dim = cov.shape[0]
+        cov = (1 - self.shrinkage) * cov + self.shrinkage * (np.trace(cov) / dim) * np.eye(dim)
+        # Symmetric (pseudo-)inverse through the eigendecomposition: stable when cov is near singular.
+        vals, vecs = np.linalg.eigh(cov)
+        keep = vals > vals.max() * 1e-12
+        self.precision = (vecs[:, keep] / vals[keep]) @ vecs[:, keep].T
+        self.means = means
+        return self
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.means is not None and self.precision is not None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        if not self.is_fitted:
+            raise ValueError("mahalanobis detector is not fitted")
+        return {"means": self.means, "precision": self.precision}  # type: ignore[dict-item]
+
+    def _set_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.means = np.asarray(arrays["means"], dtype=np.float64)
+        self.precision = np.asarray(arrays["precision"], dtype=np.float64)
+
+    def score(self, logits: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        if self.means is None or self.precision is None:
+            raise ValueError("mahalanobis detector is not fitted: call fit(train_features, train_targets)")
+        x = _as_2d(features, "features")
+        xp = x @ self.precision
+        # |x - m|²_P = xPx - 2 xPm + mPm for every (photo, class mean) pair at once.
+        d = (xp * x).sum(axis=1)[:, None] - 2 * xp @ self.means.T
+        d += ((self.means @ self.precision) * self.means).sum(axis=1)[None, :]
+        return np.maximum(d.min(axis=1), 0.0)
+
+
+@register_detector
+class KNN(Detector):
+    """Cosine distance to the k-th nearest L2-normalised training feature.
+
+    The bank is a seeded random subset of at most `max_train` training features, which bounds both the
+    checkpoint size and the scoring cost.
+    """
+
+    name = "knn"
+    needs_features = True
+    needs_fit = True
+
+    def __init__(self, k: int = 10, max_train: int = 4096, seed: int = 0) -> None:
+        if k < 1 or max_train < 1:
+            raise ConfigError(f"knn needs k >= 1 and max_train >= 1, got k={k}, max_train={max_train}")
+        self.k, self.max_train, self.seed = int(k), int(max_train), int(seed)
+        self.bank: np.ndarray | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {"k": self.k, "max_train": self.max_train, "seed": self.seed}
+
+    def fit(self, features: np.ndarray, targets: np.ndarray | None = None) -> KNN:
+        x = _as_2d(features, "features")
+        if len(x) == 0:
+            raise ValueError("need at least one training feature")
+        if len(x) > self.max_train:
+            x = x[np.sort(np.random.default_rng(self.seed).choice(len(x), self.max_train, replace=False))]
+        self.bank = _l2_normalise(x).astype(np.float32)
+        return self
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.bank is not None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        if self.bank is None:
+            raise ValueError("knn detector is not fitted")
+        return {"bank": self.bank}
+
+    def _set_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.bank = np.asarray(arrays["bank"], dtype=np.float32)
+
+    def score(self, logits: np.ndarray, features: np.ndarray | None = None, chunk: int = 1024) -> np.ndarray:
+        if self.bank is None:
+            raise ValueError("knn detector is not fitted: call fit(train_features, train_targets)")
+        q = _l2_normalise(_as_2d(features, "features"))
+        bank = self.bank.astype(np.float64)
+        k = min(self.k, len(bank))
+        out = np.empty(len(q))
+        for start in range(0, len(q), chunk):  # bounded memory: chunk x bank similarities at a time
+            sims = q[start : start + chunk] @ bank.T
+            kth = np.partition(sims, len(bank) - k, axis=1)[:, len(bank) - k]
+            out[start : start + chunk] = 1.0 - kth
+        return out
+
+
+def _l2_normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+# --- operating-point maths -------------------------------------------------------------------------------
+
+
+def auroc(known_scores: np.ndarray, unknown_scores: np.ndarray) -> float:
+    """P(an unknown photo scores higher than a known one), ties counted as 1/2 (Mann-Whitney via ranks)."""
+    known = np.asarray(known_scores, dtype=np.float64).ravel()
+    unknown = np.asarray(unknown_scores, dtype=np.float64).ravel()
+    if known.size == 0 or unknown.size == 0:
+        raise ValueError("need at least one known and one unknown score")
+    both = np.concatenate([known, unknown])
+    _, inverse, counts = np.unique(both, return_inverse=True, return_counts=True)
+    # Average 1-based rank of each distinct value: ranks below it, plus the middle of its own run.
+    avg_rank = np.cumsum(counts) - (counts - 1) / 2.0
+    rank_sum = avg_rank[inverse[known.size :]].sum()
+    u = rank_sum - unknown.size * (unknown.size + 1) / 2.0
+    return float(u / (known.size * unknown.size))
+
+
+def calibrate_threshold(known_scores: np.ndarray, keep: float = 0.95) -> float:
+    """The lowest threshold that accepts (score <= threshold) at least `keep` of the known photos."""
+    scores = np.sort(np.asarray(known_scores, dtype=np.float64).ravel())
+    if scores.size == 0:
+        raise ValueError("need at least one known score to calibrate a threshold")
+    if not 0.0 < keep <= 1.0:
+        raise ConfigError(f"keep must be in (0, 1], got {keep}", fix="e.g. 0.95 keeps 95% of known photos")
+    # A small tolerance so 0.95 * 20 = 19.000000000000004 still means 19 photos.
+    count = max(1, math.ceil(keep * scores.size - 1e-9))
+    return float(scores[count - 1])
+
+
+def fpr_at_tpr(known_scores: np.ndarray, unknown_scores: np.ndarray, tpr: float = 0.95) -> float:
+    """Fraction of unknown photos wrongly accepted when the threshold keeps `tpr` of the known ones.
+
+    The usual "FPR at 95% TPR" of the out-of-distribution literature, known photos being the positives.
+    """
+    t = calibrate_threshold(known_scores, tpr)
+    unknown = np.asarray(unknown_scores, dtype=np.float64).ravel()
+    if unknown.size == 0:
+        raise ValueError("need at least one unknown score")
+    return float((unknown <= t).mean())
+
+
+# --- a calibrated detector, as stored in a checkpoint ----------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class DetectorState:
+    """A detector's JSON params and fitted arrays: everything needed to rebuild it."""
+
+    params: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, detector: Detector) -> DetectorState:
+        return cls(dict(detector.params()), dict(detector.arrays()))
+
+
+@dataclass(frozen=True)
+class UnknownDetector:
+    """A named detector plus its operating point: photos scoring above `threshold` are called unknown.
+
+    `keep` is the fraction of known validation photos the threshold was calibrated to accept, or None
+    when the threshold was set by hand.
+    """
+
+    name: str
+    threshold: float
+    keep: float | None
+    state: DetectorState = field(default_factory=DetectorState)
+    _detector: Detector = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.name not in DETECTORS:
+            raise ConfigError(f"unknown detector {self.name!r}", fix=f"choose one of {', '.join(DETECTORS)}")
+        object.__setattr__(self, "_detector", DETECTORS[self.name].from_state(self.state.params,
+                                                                               self.state.arrays))
+
+    @property
+    def needs_features(self) -> bool:
+        return self._detector.needs_features
+
+    def score(self, logits: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        """Unknown-ness per photo; `features` may be None for the logit-only detectors."""
+        return self._detector.score(logits, features)
+
+    def is_unknown(self, logits: np.ndarray, features: np.ndarray | None = None) -> npt.NDArray[np.bool_]:
+        return self.score(logits, features) > self.threshold
+
+    def with_keep(self, known_scores: np.ndarray, keep: float) -> UnknownDetector:
+        """Same detector, threshold re-calibrated to accept `keep` of these known photos' scores."""
+        return replace(self, threshold=calibrate_threshold(known_scores, keep), keep=float(keep))
+
+    def with_threshold(self, threshold: float) -> UnknownDetector:
+        """Same detector with a hand-set threshold (keep becomes unknown)."""
+        return replace(self, threshold=float(threshold), keep=None)
+
+    def to_manifest(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """JSON-able description plus arrays keyed `unknown.<name>` for a safetensors file."""
+        arrays = {f"{ARRAY_PREFIX}{k}": np.ascontiguousarray(v) for k, v in self.state.arrays.items()}
+        meta = {
+            "name": self.name,
+            "threshold": self.threshold,
+            "keep": self.keep,
+            "params": dict(self.state.params),
+            "arrays": sorted(arrays),
+        }
+        return meta, arrays
+
+    @classmethod
+    def from_manifest(cls, d: Mapping[str, Any], arrays: Mapping[str, Any]) -> UnknownDetector:
+        """Rebuild from `to_manifest` output; `arrays` may hold other tensors too (numpy or torch)."""
+        try:
+            own = {
+                key[len(ARRAY_PREFIX) :]: np.asarray(arrays[key])
+                for key in d.get("arrays", [])
+            }
+            keep = d.get("keep")
+            return cls(
+                name=str(d["name"]),
+                threshold=float(d["threshold"]),
+                keep=None if keep is None else float(keep),
+                state=DetectorState(dict(d.get("params", {})), own),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"unknown-photo detector in the manifest is damaged ({exc!r})",
+                                  fix="re-run training, or calibrate the detector again") from exc
+
+
+def build_detector(
+    name: str,
+    train_features: np.ndarray | None,
+    train_targets: np.ndarray | None,
+    known_logits: np.ndarray,
+    known_features: np.ndarray | None,
+    keep: float = 0.95,
+    **params: Any,
+) -> UnknownDetector:
+    """Fit `name` on training features, then set its threshold to keep `keep` of the known val photos."""
+    det = get_detector(name, **params)
+    if det.needs_fit:
+        det.fit(_as_2d(train_features, "training features"), np.asarray(train_targets))
+    threshold = calibrate_threshold(det.score(known_logits, known_features), keep)
+    return UnknownDetector(name, threshold, float(keep), DetectorState.of(det))
+
+
+def compare_detectors(
+    train_logits: np.ndarray,
+    train_feats: np.ndarray,
+    train_targets: np.ndarray,
+    val_logits: np.ndarray,
+    val_feats: np.ndarray,
+    ood_logits: np.ndarray,
+    ood_feats: np.ndarray,
+    keep: float = 0.95,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Every registered detector on the same data: how well it separates known val photos from OOD ones.
+
+    Returns one row per detector: name, auroc, threshold (kept `keep` of val), ood_rejected (fraction of
+    OOD photos flagged at that threshold), known_kept (fraction of val photos accepted), fpr_at_tpr.
+    `train_logits` is unused by today's detectors; it is accepted so logit-fitted ones can join later.
+    """
+    rows = []
+    for name in DETECTORS:
+        if progress is not None:
+            progress(name)
+        det = build_detector(name, train_feats, train_targets, val_logits, val_feats, keep,
+                             **dict((params or {}).get(name, {})))
+        known = det.score(val_logits, val_feats)
+        ood = det.score(ood_logits, ood_feats)
+        rows.append({
+            "name": name,
+            "auroc": auroc(known, ood),
+            "threshold": det.threshold,
+            "ood_rejected": float((ood > det.threshold).mean()),
+            "known_kept": float((known <= det.threshold).mean()),
+            "fpr_at_tpr": fpr_at_tpr(known, ood, keep),
+        })
+    return rows
+
+
+__all__ = [
+    "DETECTORS",
+    "Detector",
+    "DetectorState",
+    "UnknownDetector",
+    "auroc",
+    "build_detector",
+    "calibrate_threshold",
+    "compare_detectors",
+    "fpr_at_tpr",
+    "get_detector",
+    "register_detector",
+    "roc_curve",
+]

@@ -1,0 +1,46 @@
+"""The real Kaggle training folder in ../shared/data, when present: every photo readable and split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monkeysee.data.images import load_rgb
+from monkeysee.data.layout import DataIndex, scan_dataset
+from monkeysee.data.species import Species
+
+MONKEYS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "monkeys"
+
+
+@pytest.fixture(scope="module")
+def index() -> DataIndex:
+    if not (MONKEYS / "training").is_dir():
+        pytest.skip(f"real data not present at {MONKEYS}")
+    return scan_dataset(MONKEYS, workers=2)
+
+
+def test_all_photos_usable(index: DataIndex) -> None:
+    assert len(index.species) == 10
+    assert index.species[0] == Species("n0", "mantled_howler", "alouatta_palliata")
+    assert index.skipped == [] and index.warnings == []
+    paths = {index.relative(s.path) for s in index.train + index.val + index.test}
+    assert len(paths) == 1097
+    assert {"training/n9/n9151jpg", "training/n9/n9160.png"} <= paths
+
+
+def test_splits_are_stratified(index: DataIndex) -> None:
+    assert index.val_source == "carved"
+    counts = index.counts()
+    for label in (s.label for s in index.species):
+        n = sum(counts[split][label] for split in counts)
+        assert counts["test"][label] == int(n * 0.15 + 0.5)
+        assert counts["val"][label] == int(n * 0.1 + 0.5)
+    assert sum(counts["test"].values()) == 166 and sum(counts["val"].values()) == 110
+
+
+def test_quirky_files_decode() -> None:
+    if not MONKEYS.is_dir():
+        pytest.skip(f"real data not present at {MONKEYS}")
+    assert load_rgb(MONKEYS / "training" / "n9" / "n9151jpg").size == (580, 409)
+    assert load_rgb(MONKEYS / "training" / "n9" / "n9160.png").size == (451, 334)

@@ -1,0 +1,116 @@
+"""Plots write real PNGs of the promised pixel size, for small and very large class counts."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from monkeysee.data.species import Species
+from monkeysee.evaluate.interpret import TopLoss
+from monkeysee.evaluate.plots import (
+    _confusion_figure,
+    plot_confusion_matrix,
+    plot_top_losses,
+    plot_training_curves,
+    plot_unknown_scores,
+)
+
+NAMES = ["mantled_howler", "patas_monkey", "bald_uakari", "japanese_macaque", "pygmy_marmoset",
+         "white_headed_capuchin", "silvery_marmoset", "common_squirrel_monkey", "black_headed_night_monkey",
+         "nilgiri_langur"]
+SPECIES = [Species(f"n{i}", n) for i, n in enumerate(NAMES)]
+
+
+def _png_size(path) -> tuple[int, int]:
+    assert path.stat().st_size > 1000
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+def _red_fraction(path) -> float:
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    return float(((rgb[..., 0] > 200) & (rgb[..., 1] < 50) & (rgb[..., 2] < 50)).mean())
+
+
+def _cm(c: int, n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, c, n)
+    p = np.where(rng.random(n) < 0.8, t, rng.integers(0, c, n))
+    return np.bincount(t * c + p, minlength=c * c).reshape(c, c)
+
+
+def test_confusion_matrix_ten_classes(tmp_path):
+    cm = _cm(10, 300)
+    out = plot_confusion_matrix(cm, NAMES, tmp_path / "cm.png")
+    assert out == tmp_path / "cm.png"
+    assert _png_size(out) == (850, 750)
+    ax = _confusion_figure(cm, NAMES, normalize=False, dpi=100).axes[0]
+    assert len(ax.texts) == 100  # a count in every cell
+    assert [t.get_text() for t in ax.get_yticklabels()][:2] == ["mantled howler", "patas monkey"]
+
+
+def test_confusion_matrix_normalised_with_an_empty_row(tmp_path):
+    cm = _cm(3, 50)
+    cm[1] = 0
+    out = plot_confusion_matrix(cm, NAMES[:3], tmp_path / "sub" / "cmn.png", normalize=True)
+    assert _png_size(out) == (700, 600)
+    texts = [t.get_text() for t in _confusion_figure(cm, NAMES[:3], True, 100).axes[0].texts]
+    assert texts[3:6] == ["0.00", "0.00", "0.00"]
+
+
+def test_confusion_matrix_300_classes_is_fast_and_unannotated(tmp_path):
+    cm = _cm(300, 20000)
+    names = [f"species_{i}" for i in range(300)]
+    start = time.perf_counter()
+    out = plot_confusion_matrix(cm, names, tmp_path / "cm300.png")
+    assert time.perf_counter() - start < 10.0  # ~0.5 s; 90,000 cell labels would take minutes
+    assert _png_size(out) == (1000, 900)
+    ax = _confusion_figure(cm, names, normalize=False, dpi=100).axes[0]
+    assert len(ax.texts) == 0
+    assert not any(t.get_text().startswith("species") for t in ax.get_xticklabels())
+
+
+def test_confusion_matrix_checks_names():
+    with pytest.raises(ValueError, match="one name per class"):
+        _confusion_figure(np.eye(3), NAMES[:2], False, 100)
+
+
+def test_training_curves_with_gaps_and_restarting_epochs(tmp_path):
+    history = [
+        {"epoch": 0, "phase": "frozen", "train_loss": 1.5, "train_acc": 0.5, "val_loss": 1.2, "val_acc": 0.6},
+        {"epoch": 1, "phase": "frozen", "train_loss": 1.0, "train_acc": 0.7},
+        {"epoch": 0, "phase": "unfrozen", "train_loss": 0.6, "train_acc": 0.85, "val_loss": None,
+         "val_acc": 0.85},
+        {"epoch": 1, "phase": "unfrozen", "train_loss": 0.4, "train_acc": 0.9, "val_loss": 0.5,
+         "val_acc": 0.9},
+    ]
+    assert _png_size(plot_training_curves(history, tmp_path / "curves.png")) == (1100, 450)
+    assert _png_size(plot_training_curves([], tmp_path / "empty.png")) == (1100, 450)
+
+
+def test_top_losses_grid_shows_overlays_instead_of_photos(tmp_path):
+    items = [TopLoss(i, f"p{i}.jpg", target=i, pred=(i + 1) % 10, pred_prob=0.8, target_prob=0.1, loss=2.3)
+             for i in range(4)]
+    photos = [np.zeros((32, 48, 3), dtype=np.uint8) for _ in items]
+    photos[0] = Image.fromarray(photos[0])  # PIL images and arrays both work
+    red = np.zeros((32, 48, 3), dtype=np.uint8)
+    red[..., 0] = 255
+    plain = plot_top_losses(items, photos, SPECIES, tmp_path / "top.png")
+    over = plot_top_losses(items, photos, SPECIES, tmp_path / "top_cam.png", overlays=[red] * 4)
+    assert _png_size(plain) == _png_size(over) == (680, 780)  # 2 x 2 grid
+    assert _red_fraction(plain) == 0.0
+    assert _red_fraction(over) > 0.2  # the four red overlays fill much of the grid
+    with pytest.raises(ValueError, match="one image"):
+        plot_top_losses(items, photos[:3], SPECIES, tmp_path / "bad.png")
+
+
+def test_unknown_scores(tmp_path):
+    rng = np.random.default_rng(0)
+    known, unknown = rng.normal(0, 1, 200), rng.normal(3, 1, 80)
+    out = plot_unknown_scores(known, unknown, 1.6, tmp_path / "unk.png", "energy")
+    assert _png_size(out) == (1100, 450)

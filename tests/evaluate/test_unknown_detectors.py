@@ -1,0 +1,209 @@
+"""Unknown-photo detection: exact scores on hand-made logits/features, ranking metrics, manifests."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from monkeysee.errors import CheckpointError, ConfigError
+from monkeysee.models.unknown import (
+    DETECTORS,
+    KNN,
+    Energy,
+    Mahalanobis,
+    MaxLogit,
+    MaxSoftmax,
+    UnknownDetector,
+    auroc,
+    build_detector,
+    calibrate_threshold,
+    compare_detectors,
+    fpr_at_tpr,
+    get_detector,
+)
+
+
+def test_registry_names():
+    assert list(DETECTORS) == ["max_softmax", "energy", "max_logit", "mahalanobis", "knn"]
+    with pytest.raises(ConfigError, match="choose one of"):
+        get_detector("odin")
+
+
+# --- ranking metrics --------------------------------------------------------------------------------------
+
+
+def test_auroc_perfect_reversed_and_chance():
+    assert auroc(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == 1.0
+    assert auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 0.0
+    assert auroc(np.full(4, 0.3), np.full(3, 0.3)) == 0.5
+
+
+def test_auroc_with_ties_exact():
+    # Unknown 0.4 beats known 0.1 (1) and ties two 0.4s (1/2 each); unknown 0.8 beats all three: 5/6.
+    assert auroc(np.array([0.1, 0.4, 0.4]), np.array([0.4, 0.8])) == pytest.approx(5 / 6)
+
+
+def test_auroc_agrees_with_sklearn_on_random_ties():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    known, unknown = rng.integers(0, 6, 40).astype(float), rng.integers(2, 9, 30).astype(float)
+    y = np.r_[np.zeros(40), np.ones(30)]
+    assert auroc(known, unknown) == pytest.approx(metrics.roc_auc_score(y, np.r_[known, unknown]))
+
+
+def test_calibrate_threshold_keeps_exactly_the_fraction():
+    scores = np.random.default_rng(1).permutation(np.arange(1.0, 21.0))
+    t = calibrate_threshold(scores, 0.95)
+    assert t == 19.0 and (scores <= t).sum() == 19  # 0.95 * 20 is 19.000000000000004 in floats
+    assert calibrate_threshold(scores, 0.5) == 10.0
+    assert calibrate_threshold(scores, 1.0) == 20.0
+    assert calibrate_threshold(scores, 0.001) == 1.0  # at least one photo kept
+    assert calibrate_threshold(np.arange(1.0, 11.0), 0.95) == 10.0  # 9.5 photos -> round up to 10
+    with pytest.raises(ConfigError):
+        calibrate_threshold(scores, 0.0)
+
+
+def test_fpr_at_tpr():
+    known = np.arange(1.0, 21.0)
+    assert fpr_at_tpr(known, np.array([5.0, 19.0, 19.5, 25.0]), 0.95) == 0.5
+
+
+# --- scores on hand-made inputs --------------------------------------------------------------------------
+
+
+def test_max_softmax_exact():
+    scores = MaxSoftmax().score(np.array([[0.0, math.log(3.0)], [0.0, 0.0]]))
+    np.testing.assert_allclose(scores, [0.25, 0.5])
+    np.testing.assert_allclose(MaxSoftmax().score(np.zeros((1, 4))), [0.75])
+
+
+def test_energy_exact_and_stable():
+    e = Energy().score(np.array([[0.0, 0.0], [1.0, 2.0], [1000.0, 1000.0]]))
+    np.testing.assert_allclose(e, [-math.log(2), -math.log(math.e + math.e**2), -(1000 + math.log(2))])
+    t2 = Energy(temperature=2.0).score(np.array([[1.0, 2.0, 3.0]]))
+    assert t2[0] == pytest.approx(-2 * math.log(math.exp(0.5) + math.exp(1.0) + math.exp(1.5)))
+    with pytest.raises(ConfigError):
+        Energy(temperature=0)
+
+
+def test_max_logit_exact():
+    np.testing.assert_array_equal(MaxLogit().score(np.array([[1.0, -2.0, 5.0], [-1.0, -3.0, -2.0]])), [-5, 1])
+
+
+def test_mahalanobis_exact_on_hand_made_clusters():
+    ring = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    feats = np.concatenate([ring, ring + np.array([10.0, 0.0])])
+    det = Mahalanobis(shrinkage=0.0).fit(feats, np.r_[np.zeros(4), np.ones(4)].astype(int))
+    np.testing.assert_allclose(det.means, [[0, 0], [10, 0]])
+    np.testing.assert_allclose(det.precision, np.eye(2) * 2)  # shared covariance diag(1/2, 1/2)
+    # [0, 3]: 2 * 9 from class 0, 2 * 109 from class 1 -> nearest is 18.  [9, 0]: 2 * 1 from class 1.
+    np.testing.assert_allclose(det.score(None, np.array([[0.0, 3.0], [9.0, 0.0]])), [18.0, 2.0])
+
+
+def test_knn_exact_cosine_distance():
+    det = KNN(k=1).fit(np.array([[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0]]))
+    q = np.array([[1.0, 1.0], [5.0, 0.0]])
+    np.testing.assert_allclose(det.score(None, q), [1 - math.sqrt(0.5), 0.0], atol=1e-6)
+    det3 = KNN(k=3).fit(np.array([[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0]]))
+    np.testing.assert_allclose(det3.score(None, q), [1 + math.sqrt(0.5), 2.0], atol=1e-6)
+
+
+def test_knn_caps_training_bank_deterministically():
+    feats = np.random.default_rng(0).normal(size=(100, 4))
+    a, b = KNN(max_train=10).fit(feats), KNN(max_train=10).fit(feats)
+    assert a.bank.shape == (10, 4)
+    np.testing.assert_array_equal(a.bank, b.bank)
+
+
+def test_feature_detectors_need_fitting_and_features():
+    with pytest.raises(ValueError, match="not fitted"):
+        Mahalanobis().score(None, np.zeros((1, 2)))
+    det = KNN().fit(np.eye(3))
+    with pytest.raises(ValueError, match="needs features"):
+        det.score(np.zeros((1, 3)), None)
+
+
+# --- synthetic "backbone": clusters in feature space, a linear head on top ----------------------------------
+
+
+def _clusters(n_per_class: int = 60, dim: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = np.zeros((3, dim))
+    centres[0, 0], centres[1, 1], centres[2, 2] = 6.0, 6.0, 6.0
+    targets = np.repeat(np.arange(3), n_per_class)
+    feats = centres[targets] + rng.normal(size=(len(targets), dim))
+    head = centres / 6.0  # logits: projection on each class direction
+
+    def sample(n: int, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        f = where + rng.normal(size=(n, dim))
+        return f @ head.T, f
+
+    ood_centre = np.zeros(dim)
+    ood_centre[5] = 6.0  # a direction no species uses
+    return feats @ head.T, feats, targets, sample, centres, ood_centre
+
+
+def test_feature_detectors_separate_an_outlier():
+    _, feats, targets, sample, centres, ood_centre = _clusters()
+    val_logits, val_feats = sample(30, centres[1])
+    outlier = ood_centre[None, :]
+    for det in (Mahalanobis().fit(feats, targets), KNN(k=5).fit(feats, targets)):
+        known = det.score(val_logits, val_feats)
+        assert det.score(None, outlier)[0] > known.max(), det.name
+
+
+def test_manifest_round_trip_gives_identical_scores():
+    _, feats, targets, sample, centres, ood_centre = _clusters()
+    val_logits, val_feats = sample(40, centres[2])
+    test_logits, test_feats = sample(20, ood_centre)
+    for name in DETECTORS:
+        det = build_detector(name, feats, targets, val_logits, val_feats, keep=0.9)
+        assert det.keep == 0.9
+        assert (~det.is_unknown(val_logits, val_feats)).sum() == 36
+        meta, arrays = det.to_manifest()
+        meta = json.loads(json.dumps(meta))
+        assert all(k.startswith("unknown.") for k in arrays)
+        stored = {**arrays, "head.weight": np.zeros(3)}  # other tensors in the same file are ignored
+        back = UnknownDetector.from_manifest(meta, stored)
+        assert (back.name, back.threshold, back.keep) == (det.name, det.threshold, det.keep)
+        np.testing.assert_array_equal(back.score(test_logits, test_feats), det.score(test_logits, test_feats))
+
+
+def test_operating_point_overrides():
+    det = UnknownDetector("max_logit", threshold=0.0, keep=None)
+    logits = np.array([[1.0, 0.5], [-1.0, -2.0]])
+    np.testing.assert_array_equal(det.is_unknown(logits), [False, True])
+    # Scores are -1 and 1: a threshold of 2 accepts both.
+    assert det.with_threshold(2.0).is_unknown(logits).tolist() == [False, False]
+    assert det.with_threshold(2.0).keep is None
+    moved = det.with_keep(np.arange(10.0), 0.8)
+    assert (moved.threshold, moved.keep) == (7.0, 0.8)
+
+
+def test_damaged_manifest_is_a_checkpoint_error():
+    _, feats, targets, sample, centres, _ = _clusters()
+    det = build_detector("mahalanobis", feats, targets, *sample(10, centres[0]))
+    meta, arrays = det.to_manifest()
+    with pytest.raises(CheckpointError, match="damaged"):
+        UnknownDetector.from_manifest(meta, {"unknown.means": arrays["unknown.means"]})
+
+
+def test_compare_detectors_rows():
+    train_logits, feats, targets, sample, centres, ood_centre = _clusters()
+    val = [sample(20, c) for c in centres]
+    val_logits = np.concatenate([v[0] for v in val])
+    val_feats = np.concatenate([v[1] for v in val])
+    ood_logits, ood_feats = sample(40, ood_centre)
+    rows = compare_detectors(train_logits, feats, targets, val_logits, val_feats, ood_logits, ood_feats,
+                             keep=0.95, params={"knn": {"k": 3}})
+    assert [r["name"] for r in rows] == list(DETECTORS)
+    by_name = {r["name"]: r for r in rows}
+    for r in rows:
+        assert set(r) == {"name", "auroc", "threshold", "ood_rejected", "known_kept", "fpr_at_tpr"}
+        assert r["known_kept"] == pytest.approx(57 / 60)
+        assert r["ood_rejected"] == pytest.approx(1 - r["fpr_at_tpr"])
+    assert by_name["mahalanobis"]["auroc"] > 0.99 and by_name["knn"]["auroc"] > 0.99
+    assert by_name["mahalanobis"]["ood_rejected"] > 0.9
