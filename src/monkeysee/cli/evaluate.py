@@ -1,0 +1,26 @@
+"""`monkeysee evaluate`: accuracy with a confidence interval, per-species scores, confusion, mistakes."""
+
+from __future__ import annotations
+
+import argparse
+
+from monkeysee.cli import command
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `monkeysee train`")
+    p.add_argument("--data", help="data folder (default: where the run was trained)")
+    p.add_argument("--split", default="test",
+                   help="test (held out, default), val, train, validation (DIR/validation), or a PATH "
+                        "laid out folder-per-species")
+    p.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
+
+
+@command("evaluate", help="Evaluate a trained run on a split", arguments=_arguments, order=20)
+def run(args: argparse.Namespace) -> int:
+    from monkeysee.evaluate.runner import evaluate_run
+    from monkeysee.predict import Predictor
+
+    predictor = Predictor.from_run_dir(args.run_dir, precision=args.precision)
+    evaluate_run(args.run_dir, split=args.split, data=args.data, predictor=predictor)
+    return 0

@@ -1,0 +1,78 @@
+"""`monkeysee train`: two-phase transfer learning into a self-describing run folder."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from monkeysee.cli import command
+from monkeysee.config import TrainConfig, read_config_file
+from monkeysee.data.augment import AugmentConfig
+from monkeysee.models import available_backbones
+
+# CLI flag -> TrainConfig field; every flag defaults to None so the config file's value stands.
+_FLAGS: dict[str, tuple[type, str]] = {
+    "backbone": (str, f"one of: {', '.join(available_backbones())}"),
+    "weights": (str, "ImageNet weights file for backbones that otherwise need a download"),
+    "seed": (int, "seed for splits, augmentation and training order"),
+    "val_fraction": (float, "share of training photos carved out for validation (no validation/ folder)"),
+    "test_fraction": (float, "share of training photos held out for the final, untouched test"),
+    "views": (int, "augmented views per training photo computed through the frozen layers"),
+    "batch_size": (int, "mini-batch size"),
+    "head_epochs": (int, "max epochs of phase 1 (frozen body, new head)"),
+    "finetune_epochs": (int, "max epochs of phase 2 (top stages unfrozen); 0 skips it"),
+    "unfreeze": (int, "how many top stages phase 2 trains (default: the backbone's)"),
+    "head_lr": (float, "phase 1 learning rate"),
+    "finetune_lr": (float, "phase 2 learning rate of the body"),
+    "patience": (int, "early stopping: epochs without validation improvement"),
+    "precision": (str, "auto, bf16 or fp32"),
+    "device": (str, "auto, cpu or cuda"),
+    "workers": (int, "photo-decoding worker processes"),
+    "unknown_detector": (str, "max_softmax, energy, max_logit, mahalanobis or knn"),
+    "unknown_keep": (float, "share of known-species validation photos the unknown threshold accepts"),
+}
+assert set(_FLAGS) <= {f.name for f in fields(TrainConfig)}
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="data folder: DIR/training/<species>/... or DIR/<species>/...")
+    p.add_argument("--out", help="run folder to write (default runs/monkeysee)")
+    p.add_argument("--config", help="JSON or TOML file with TrainConfig values (flags override it)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
+    p.add_argument("--augment", help="comma-separated augmentations, one applied per photo")
+    p.add_argument("--no-evaluate", action="store_true", help="skip evaluating the held-out test split")
+    for name, (kind, help_text) in _FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, help=help_text)
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    cfg = TrainConfig.from_dict(read_config_file(args.config)) if args.config else TrainConfig()
+    changes = {name: getattr(args, name) for name in _FLAGS}
+    changes |= {"data": args.data, "out": args.out}
+    if args.augment:
+        changes["augment"] = AugmentConfig.from_dict(
+            cfg.augment.to_dict() | {"ops": [op.strip() for op in args.augment.split(",") if op.strip()]})
+    return cfg.updated(**changes)
+
+
+@command("train", help="Train a species classifier (two-phase transfer learning)", arguments=_arguments,
+         order=10)
+def run(args: argparse.Namespace) -> int:
+    from monkeysee.evaluate.runner import evaluate_run
+    from monkeysee.train.trainer import Trainer
+
+    if args.resume:
+        trainer = Trainer.resume(args.resume)
+        if args.data:
+            trainer.cfg = trainer.cfg.updated(data=args.data)
+    else:
+        cfg = resolve_config(args)
+        trainer = Trainer(cfg, Path(cfg.out))
+    run_dir = trainer.run(log=tqdm.write)
+    if not args.no_evaluate and trainer.cfg.test_fraction > 0:
+        evaluate_run(run_dir, split="test", log=tqdm.write)
+    print(f"run folder: {run_dir}")
+    return 0

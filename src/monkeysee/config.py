@@ -1,0 +1,97 @@
+"""Typed training configuration: defaults here, optionally overridden by a JSON/TOML file, then by the
+CLI. The resolved config is written into every run folder and into the checkpoint manifest."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from monkeysee.data.augment import AugmentConfig
+from monkeysee.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides what `monkeysee train` does. See README for the recipe."""
+
+    data: str | None = None
+    out: str = "runs/monkeysee"
+    backbone: str = "efficientnet_lite0"
+    weights: str | None = None  # ImageNet weights file; None = the backbone's own source
+    seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.15
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    views: int = 4  # augmented views per training photo computed once through the frozen layers
+    batch_size: int = 64
+    # Phase 1: frozen body, the new head learns.
+    head_epochs: int = 30
+    head_lr: float = 3e-3
+    # Phase 2: the top `unfreeze` stages fine-tuned with a lower learning rate.
+    finetune_epochs: int = 6
+    unfreeze: int | None = None  # None = the backbone's default
+    finetune_lr: float = 3e-4
+    finetune_head_lr: float = 1e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    dropout: float = 0.2
+    patience: int = 3  # epochs without validation improvement before a phase stops early
+    precision: str = "auto"  # auto | bf16 | fp32
+    device: str = "auto"
+    workers: int = 2
+    unknown_detector: str = "knn"
+    unknown_keep: float = 0.95  # fraction of known-species validation photos the threshold accepts
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0.0 <= self.val_fraction < 1.0, "val_fraction must be in [0, 1)"),
+            (0.0 <= self.test_fraction < 1.0, "test_fraction must be in [0, 1)"),
+            (self.views >= 0, "views must be >= 0"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.head_epochs >= 1, "head_epochs must be >= 1"),
+            (self.finetune_epochs >= 0, "finetune_epochs must be >= 0"),
+            (self.patience >= 1, "patience must be >= 1"),
+            (0.0 < self.unknown_keep <= 1.0, "unknown_keep must be in (0, 1]"),
+            (self.precision in {"auto", "bf16", "fp32"}, "precision must be auto, bf16 or fp32"),
+        ]
+        for ok, problem in checks:
+            if not ok:
+                raise ConfigError(problem, fix="correct the value in the config file or on the command line")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["augment"] = self.augment.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(d) - known)
+        if extra:
+            raise ConfigError(f"unknown setting(s) {', '.join(extra)}",
+                              fix=f"use: {', '.join(sorted(known))}")
+        d = dict(d)
+        if isinstance(d.get("augment"), dict):
+            d["augment"] = AugmentConfig.from_dict(d["augment"])
+        return cls(**d)
+
+    def updated(self, **changes: Any) -> TrainConfig:
+        """A copy with the non-None `changes` applied (how CLI flags override file values)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or TOML config file (a run's own config.json works too)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config file not found", fix="check the --config path", path=path)
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            return tomllib.loads(path.read_text())
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot parse config ({exc})", fix="write valid JSON or TOML", path=path) from exc

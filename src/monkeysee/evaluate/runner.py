@@ -1,0 +1,127 @@
+"""Evaluate a run on a split: predictions stored once, then metrics, tables and pictures from them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from monkeysee.data.layout import DataIndex, Sample, scan_dataset
+from monkeysee.errors import ConfigError, DataError
+from monkeysee.evaluate.interpret import Interpretation
+from monkeysee.evaluate.metrics import compute_metrics, format_metrics_table
+from monkeysee.evaluate.plots import plot_confusion_matrix, plot_top_losses
+from monkeysee.io import atomic_write_bytes, atomic_write_json
+from monkeysee.models.unknown import softmax
+from monkeysee.predict import Predictor, _decoded_batches
+
+RUN_SPLITS = ("test", "val", "train")
+
+
+def split_samples(run_dir: Path, split: str, data: str | Path | None, predictor: Predictor) -> list[Sample]:
+    """Photos of `split`: a split recorded in the run ('test', 'val', 'train'), the data folder's
+    'validation' folder, or a PATH laid out folder-per-species (species matched by label)."""
+    splits_file = run_dir / "splits.json"
+    if split in RUN_SPLITS:
+        if not splits_file.is_file():
+            raise DataError("the run records no splits", fix="pass --split PATH", path=run_dir)
+        record = json.loads(splits_file.read_text())
+        index = DataIndex.from_json(record, data or record["root"])
+        samples = index.split(split)
+        if not samples:
+            raise DataError(f"split {split!r} of this run is empty", fix="choose another --split")
+        missing = [s.path for s in samples if not s.path.is_file()]
+        if len(missing) == len(samples):
+            raise DataError(f"none of the {split} photos are at {index.root}",
+                            fix="pass --data DIR where the training data now lives", path=missing[0])
+        return samples
+    folder = Path(split)
+    if split == "validation":
+        if data is None:
+            raise ConfigError("--split validation needs --data DIR (the folder holding validation/)")
+        folder = Path(data) / "validation"
+    if not folder.is_dir():
+        raise DataError("evaluation folder not found", fix="pass --split test|val|train|validation|PATH",
+                        path=folder)
+    index = scan_dataset(folder, val_fraction=0.0, test_fraction=0.0)
+    labels = {s.label: i for i, s in enumerate(predictor.species)}
+    unknown = [s.label for s in index.species if s.label not in labels]
+    if unknown:
+        raise DataError(f"species folders {', '.join(unknown)} are not species of this model",
+                        fix=f"use folders named after: {', '.join(labels)}", path=folder)
+    return [Sample(s.path, labels[index.species[s.target].label]) for s in index.train]
+
+
+def predict_samples(predictor: Predictor, samples: list[Sample], batch_size: int = 32):
+    """Class probabilities and pooled features for samples; unreadable photos are left out and listed."""
+    probs, feats, kept, errors = [], [], [], []
+    with tqdm(total=len(samples), desc="evaluating", unit="photo", disable=None, leave=False) as bar:
+        start = 0
+        for batch in _decoded_batches([s.path for s in samples], batch_size, workers=2):
+            good = [(start + i, im) for i, (_, im) in enumerate(batch) if not isinstance(im, str)]
+            errors += [{"path": src, "error": im} for src, im in batch if isinstance(im, str)]
+            if good:
+                x = torch.stack([predictor.transform(im) for _, im in good])
+                logits, f = predictor.logits_and_features(x)
+                probs.append(softmax(logits.numpy()))
+                feats.append(f.numpy())
+                kept += [i for i, _ in good]
+            start += len(batch)
+            bar.update(len(batch))
+    if not kept:
+        raise DataError("no photo of this split could be read", fix="check the data folder")
+    return np.concatenate(probs), np.concatenate(feats), kept, errors
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "test",
+    data: str | Path | None = None,
+    predictor: Predictor | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Metrics of a run on a split, written to RUN_DIR/eval/<split>/ and printed as a table."""
+    run_dir = Path(run_dir)
+    predictor = predictor or Predictor.from_run_dir(run_dir)
+    samples = split_samples(run_dir, split, data, predictor)
+    probs, _feats, kept, errors = predict_samples(predictor, samples)
+    targets = np.array([samples[i].target for i in kept])
+    interp = Interpretation(probs, targets, [str(samples[i].path) for i in kept], list(predictor.species))
+    metrics = compute_metrics(probs, targets, predictor.species)
+    metrics |= {"split": split, "unreadable": errors, "run": str(run_dir)}
+    name = Path(split).name if split not in RUN_SPLITS and split != "validation" else split
+    out = run_dir / "eval" / name
+    interp.save(out / "predictions")
+    atomic_write_json(out / "metrics.json", metrics)
+    cm = np.asarray(metrics["confusion_matrix"])
+    names = [s.display_name for s in predictor.species]
+    plot_confusion_matrix(cm, names, out / "confusion_matrix.png")
+    _write_confusion_csv(out / "confusion_matrix.csv", cm, names)
+    _plot_top_losses(interp, predictor, out / "top_losses.png")
+    log(format_metrics_table(metrics))
+    log(f"evaluation written to {out}")
+    return metrics
+
+
+def _write_confusion_csv(path: Path, cm: np.ndarray, names: list[str]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["true \\ predicted", *names])
+    for name, row in zip(names, cm, strict=True):
+        writer.writerow([name, *row.tolist()])
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def _plot_top_losses(interp: Interpretation, predictor: Predictor, path: Path, k: int = 9) -> None:
+    from monkeysee.data.images import load_rgb
+
+    items = interp.top_losses(k)
+    images = [load_rgb(item.path) for item in items]
+    plot_top_losses(items, images, predictor.species, path)

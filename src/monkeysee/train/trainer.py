@@ -1,0 +1,387 @@
+"""Two-phase transfer learning (frozen body + new head, then the top stages fine-tuned at a lower
+learning rate), early stopping on the validation split, and resumable, atomic run folders.
+
+Run folder layout:
+  config.json, splits.json, data_summary.json     what was asked and what data it saw
+  history.csv, history.json, curves.png           how training went
+  manifest.json, model.safetensors                the self-describing checkpoint (written last)
+  unknown.safetensors                             arrays of the "not one of my species" detector
+  state/                                          resume state: cache, last/best weights, optimizer
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.numpy import save_file as save_numpy
+from safetensors.torch import load_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from monkeysee.checkpoint import Manifest, atomic_save_tensors, save_checkpoint
+from monkeysee.config import TrainConfig, read_config_file
+from monkeysee.data.augment import train_transform
+from monkeysee.data.layout import DataIndex, scan_dataset
+from monkeysee.data.transforms import eval_transform
+from monkeysee.errors import CheckpointError, ConfigError
+from monkeysee.io import atomic_write_bytes, atomic_write_json
+from monkeysee.models import Classifier, create_model, get_backbone
+from monkeysee.models.unknown import build_detector
+from monkeysee.predict import UNKNOWN_WEIGHTS
+from monkeysee.runtime import autocast, pick_device, resolve_precision, seed_everything
+from monkeysee.train.cache import SplitCache, encode, load_caches, save_caches
+
+STATE = "state"
+PHASES = ("head", "finetune")
+
+
+@dataclass
+class Progress:
+    """What has been completed; written atomically after every epoch so a killed run can resume."""
+
+    phase: str = "head"
+    epoch: int = 0  # last completed epoch of `phase`
+    best_val_loss: float = float("inf")
+    best_phase: str = ""
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    done_phases: list[str] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Trainer:
+    """Owns one run folder. `run()` trains from scratch or from the last completed epoch."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.dir = Path(run_dir)
+        self.state_dir = self.dir / STATE
+        self.device = pick_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.spec = get_backbone(cfg.backbone)
+        self.progress = Progress()
+
+    # --- entry points -------------------------------------------------------------------------
+
+    @classmethod
+    def resume(cls, run_dir: str | Path) -> Trainer:
+        run_dir = Path(run_dir)
+        cfg_path = run_dir / "config.json"
+        if not cfg_path.is_file():
+            raise CheckpointError("no config.json, so nothing to resume", fix="start a new run with "
+                                  "`monkeysee train --data DIR --out RUN_DIR`", path=run_dir)
+        trainer = cls(TrainConfig.from_dict(read_config_file(cfg_path)), run_dir)
+        progress = run_dir / STATE / "progress.json"
+        if progress.is_file():
+            trainer.progress = Progress(**json.loads(progress.read_text()))
+        return trainer
+
+    def run(self, log: Callable[[str], None] = print) -> Path:
+        cfg = self.cfg
+        seed_everything(cfg.seed)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.dir / "config.json", cfg.to_dict())
+        index = self._data_index(log)
+        model = create_model(cfg.backbone, len(index.species), pretrained=True, weights=cfg.weights,
+                             dropout=cfg.dropout).to(self.device)
+        unfreeze = cfg.unfreeze if cfg.unfreeze is not None else self.spec.default_unfreeze
+        n_stages = len(model.body)
+        if not 1 <= unfreeze <= n_stages:
+            raise ConfigError(f"unfreeze must be between 1 and {n_stages} for {cfg.backbone}, not {unfreeze}")
+        cut = n_stages - unfreeze
+        model.freeze_body(unfreeze)
+        caches = self._caches(model, cut, index, log)
+        last = self.state_dir / "last.safetensors"
+        if last.is_file():
+            model.load_state_dict(load_file(str(last)))
+        upper = model.body[cut:]
+        with _stop_on_sigterm():
+            if "head" not in self.progress.done_phases:
+                self._phase_head(model, upper, caches, log)
+            if "finetune" not in self.progress.done_phases and cfg.finetune_epochs > 0:
+                self._phase_finetune(model, upper, caches, log)
+        model.load_state_dict(load_file(str(self.state_dir / "best.safetensors")))
+        return self._finish(model, upper, caches, index, log)
+
+    # --- data ---------------------------------------------------------------------------------
+
+    def _data_index(self, log: Callable[[str], None]) -> DataIndex:
+        splits = self.dir / "splits.json"
+        if splits.is_file():  # resuming: the very same split, even if the folder gained photos
+            record = json.loads(splits.read_text())
+            return DataIndex.from_json(record, self.cfg.data or record["root"])
+        if not self.cfg.data:
+            raise ConfigError("no data folder given", fix="pass --data DIR (see README for the layout)")
+        index = scan_dataset(self.cfg.data, val_fraction=self.cfg.val_fraction,
+                             test_fraction=self.cfg.test_fraction, seed=self.cfg.seed)
+        for w in index.warnings:
+            log(f"warning: {w}")
+        for s in index.skipped:
+            log(f"skipped {s.path}: {s.reason}")
+        log(f"data: {len(index.species)} species; {len(index.train)} train, {len(index.val)} val "
+            f"({index.val_source}), {len(index.test)} held-out test photos; {len(index.skipped)} skipped")
+        atomic_write_json(splits, index.to_json())
+        atomic_write_json(self.dir / "data_summary.json", {
+            "root": str(index.root), "counts": index.counts(), "fingerprint": index.fingerprint(),
+            "skipped": [{"path": str(s.path), "reason": s.reason} for s in index.skipped],
+            "warnings": index.warnings, "val_source": index.val_source,
+        })
+        return index
+
+    def _caches(self, model: Classifier, cut: int, index: DataIndex, log) -> dict[str, SplitCache]:
+        path = self.state_dir / "cache.safetensors"
+        if path.is_file():
+            return load_caches(path)
+        cfg, pre = self.cfg, self.spec.preprocess
+        lower = model.body[:cut].eval().to(memory_format=torch.channels_last)
+        clean, aug = eval_transform(pre), train_transform(pre, cfg.augment)
+        t0 = time.perf_counter()
+        common = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
+                      precision=self.precision, device=self.device)
+        caches = {"train": encode(lower, index.train, clean, aug, cfg.views, desc="frozen layers: train",
+                                  **common)}
+        for name in ("val", "test"):
+            caches[name] = encode(lower, index.split(name), clean, None, 0, desc=f"frozen layers: {name}",
+                                  **common)
+        log(f"frozen layers computed once for {len(index.train)} x {cfg.views + 1} train views and "
+            f"{len(index.val) + len(index.test)} val/test photos in {time.perf_counter() - t0:.1f}s")
+        save_caches(path, caches, {"backbone": cfg.backbone, "cut": str(cut)})
+        return caches
+
+    # --- phases -------------------------------------------------------------------------------
+
+    def _phase_head(self, model: Classifier, upper: nn.Module, caches, log) -> None:
+        """Frozen body: pooled features are fixed, so they are computed once and the head trains on them."""
+        cfg = self.cfg
+        feats = {n: self._pooled(model, upper, c.acts.flatten(0, 1)) for n, c in caches.items()}
+        views = caches["train"].acts.shape[0]
+        y_train = caches["train"].targets.repeat(views)
+        head = model.head
+        opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_lr, weight_decay=cfg.weight_decay)
+        steps = cfg.head_epochs * -(-len(y_train) // cfg.batch_size)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.head_lr, total_steps=steps, pct_start=0.1)
+        self._load_optim(opt, sched, "head")
+
+        def train_epoch(gen: torch.Generator) -> tuple[float, float]:
+            head.train()
+            perm = torch.randperm(len(y_train), generator=gen)
+            return _fit(lambda i: head.fc(head.drop(feats["train"][i])), y_train, perm, opt, sched, cfg)
+
+        def validate() -> tuple[float, float]:
+            head.eval()
+            with torch.no_grad():
+                return _score(head.fc(feats["val"]), caches["val"].targets, cfg.label_smoothing)
+
+        self._epochs("head", cfg.head_epochs, model, opt, sched, train_epoch, validate, log)
+
+    def _phase_finetune(self, model: Classifier, upper: nn.Module, caches, log) -> None:
+        """Top stages + head on the cached boundary activations; one random view per photo per epoch."""
+        cfg = self.cfg
+        train = caches["train"]
+        params = [p for p in upper.parameters() if p.requires_grad]
+        groups = [{"params": params, "lr": cfg.finetune_lr},
+                  {"params": list(model.head.parameters()), "lr": cfg.finetune_head_lr}]
+        opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        steps = cfg.finetune_epochs * -(-len(train) // cfg.batch_size)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, [cfg.finetune_lr, cfg.finetune_head_lr], total_steps=steps, pct_start=0.2)
+        self._load_optim(opt, sched, "finetune")
+        if self.progress.phase == "head":  # phase 2 starts from the best head of phase 1
+            model.load_state_dict(load_file(str(self.state_dir / "best.safetensors")))
+
+        def forward(acts: torch.Tensor) -> torch.Tensor:
+            with autocast(self.precision, self.device):
+                return model.head(upper(acts.to(self.device).float()))
+
+        def train_epoch(gen: torch.Generator) -> tuple[float, float]:
+            _train_mode(model)
+            n_views = train.acts.shape[0]
+            view = torch.randint(n_views, (len(train),), generator=gen)
+            perm = torch.randperm(len(train), generator=gen)
+            return _fit(lambda i: forward(train.acts[view[i], i]), train.targets, perm, opt, sched, cfg)
+
+        def validate() -> tuple[float, float]:
+            model.eval()
+            with torch.no_grad():
+                logits = torch.cat([forward(a) for a in caches["val"].acts[0].split(256)])
+            return _score(logits, caches["val"].targets, cfg.label_smoothing)
+
+        self._epochs("finetune", cfg.finetune_epochs, model, opt, sched, train_epoch, validate, log)
+
+    def _epochs(self, phase, epochs, model, opt, sched, train_epoch, validate, log) -> None:
+        p = self.progress
+        start = p.epoch + 1 if p.phase == phase else 1
+        p.phase, p.bad_epochs = phase, (p.bad_epochs if p.phase == phase else 0)
+        bar = tqdm(range(start, epochs + 1), desc=f"phase {phase}", unit="epoch", disable=None, leave=False)
+        for epoch in bar:
+            t0 = time.perf_counter()
+            # Order, views and dropout depend only on (seed, phase, epoch): resuming replays them exactly.
+            salt = self.cfg.seed * 1000 + PHASES.index(phase) * 100 + epoch
+            torch.manual_seed(salt)
+            train_loss, train_acc = train_epoch(torch.Generator().manual_seed(salt))
+            val_loss, val_acc = validate()
+            row = {"phase": phase, "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                   "val_loss": val_loss, "val_acc": val_acc, "lr": opt.param_groups[0]["lr"],
+                   "seconds": round(time.perf_counter() - t0, 3)}
+            p.history.append(row)
+            bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}", val_acc=f"{val_acc:.3f}")
+            log(f"{phase} {epoch:>2}/{epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
+                f"val loss {val_loss:.4f} acc {val_acc:.4f} | {row['seconds']:.1f}s")
+            if val_loss < p.best_val_loss - 1e-4:
+                p.best_val_loss, p.best_phase, p.best_epoch, p.bad_epochs = val_loss, phase, epoch, 0
+                atomic_save_tensors(self.state_dir / "best.safetensors", model.state_dict())
+            else:
+                p.bad_epochs += 1
+            p.epoch = epoch
+            stop = p.bad_epochs >= self.cfg.patience
+            if stop or epoch == epochs:
+                p.done_phases.append(phase)
+            self._save_state(model, opt, sched)
+            if stop:
+                log(f"{phase}: early stop, no val improvement for {p.bad_epochs} epochs")
+                break
+        bar.close()
+        if phase not in p.done_phases:  # resumed after the last epoch but before it was marked done
+            p.done_phases.append(phase)
+            self._save_state(model, opt, sched)
+
+    # --- state ----------------------------------------------------------------------------------
+
+    def _save_state(self, model: nn.Module, opt, sched) -> None:
+        """Weights, optimizer and progress, each atomically; progress last, so it never runs ahead."""
+        atomic_save_tensors(self.state_dir / "last.safetensors", model.state_dict())
+        buf = io.BytesIO()
+        torch.save({"phase": self.progress.phase, "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict()}, buf)
+        atomic_write_bytes(self.state_dir / "optimizer.pt", buf.getvalue())
+        atomic_write_json(self.state_dir / "progress.json", self.progress.to_dict())
+        _write_history(self.dir, self.progress.history)
+
+    def _load_optim(self, opt, sched, phase: str) -> None:
+        path = self.state_dir / "optimizer.pt"
+        if self.progress.phase != phase or not path.is_file():
+            return
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved.get("phase") == phase:
+            opt.load_state_dict(saved["optimizer"])
+            sched.load_state_dict(saved["scheduler"])
+
+    @torch.no_grad()
+    def _pooled(self, model: Classifier, upper: nn.Module, acts: torch.Tensor) -> torch.Tensor:
+        upper.eval()
+        out = []
+        for chunk in acts.split(256):
+            with autocast(self.precision, self.device):
+                out.append(model.head.pooled(upper(chunk.to(self.device).float())).float().cpu())
+        return torch.cat(out)
+
+    # --- after training -----------------------------------------------------------------------
+
+    def _finish(self, model: Classifier, upper: nn.Module, caches, index: DataIndex, log) -> Path:
+        from monkeysee.evaluate.plots import plot_training_curves
+
+        cfg, p = self.cfg, self.progress
+        model.eval()
+        feats = {n: self._pooled(model, upper, caches[n].acts[0]) for n in ("train", "val")}
+        with torch.no_grad():
+            val_logits = model.head.fc(feats["val"].to(self.device)).float().cpu().numpy()
+        detector = build_detector(cfg.unknown_detector, feats["train"].numpy(),
+                                  caches["train"].targets.numpy(), val_logits, feats["val"].numpy(),
+                                  keep=cfg.unknown_keep)
+        unknown_json, unknown_arrays = detector.to_manifest()
+        save_numpy({k: np.ascontiguousarray(v) for k, v in unknown_arrays.items()},
+                   str(self.dir / UNKNOWN_WEIGHTS))
+        val_row = next(r for r in p.history if r["phase"] == p.best_phase and r["epoch"] == p.best_epoch)
+        manifest = Manifest(
+            backbone=cfg.backbone,
+            species=tuple(index.species),
+            preprocess=self.spec.preprocess,
+            explain_layer=self.spec.explain_layer,
+            dropout=cfg.dropout,
+            seed=cfg.seed,
+            config=cfg.to_dict(),
+            metrics={"best": {"phase": p.best_phase, "epoch": p.best_epoch, "val_loss": val_row["val_loss"],
+                              "val_acc": val_row["val_acc"]}, "precision": self.precision},
+            data_fingerprint=index.fingerprint(),
+            unknown=unknown_json,
+        )
+        plot_training_curves(p.history, self.dir / "curves.png")
+        save_checkpoint(self.dir, model.to(memory_format=torch.contiguous_format), manifest)
+        log(f"best: {p.best_phase} epoch {p.best_epoch}, val acc {val_row['val_acc']:.4f}; "
+            f"unknown detector {detector.name} keeps {cfg.unknown_keep:.0%} of known val photos")
+        return self.dir
+
+
+# --- small pure helpers --------------------------------------------------------------------------
+
+
+def _fit(forward, targets: torch.Tensor, perm: torch.Tensor, opt, sched, cfg: TrainConfig):
+    """One pass over `perm` in mini-batches; returns mean loss and accuracy."""
+    total_loss, correct = 0.0, 0
+    for idx in perm.split(cfg.batch_size):
+        logits = forward(idx).float()
+        y = targets[idx].to(logits.device)
+        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total_loss += loss.item() * len(idx)
+        correct += int((logits.argmax(1) == y).sum())
+    return total_loss / len(perm), correct / len(perm)
+
+
+def _score(logits: torch.Tensor, targets: torch.Tensor, smoothing: float) -> tuple[float, float]:
+    logits = logits.float().cpu()
+    loss = F.cross_entropy(logits, targets, label_smoothing=smoothing).item()
+    return loss, float((logits.argmax(1) == targets).float().mean())
+
+
+def _train_mode(model: nn.Module) -> None:
+    """Train mode, except BatchNorm keeps its ImageNet statistics (small data would corrupt them)."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    atomic_write_json(run_dir / "history.json", history)
+    if history:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+        atomic_write_bytes(run_dir / "history.csv", buf.getvalue().encode())
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C: the last completed epoch is on disk, `--resume` continues."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
