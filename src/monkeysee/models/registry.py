@@ -111,16 +111,27 @@ def create_model(
 
 
 def load_by_position(
-    model: Classifier, source: dict[str, torch.Tensor], *, with_head: bool, origin: str
+    model: Classifier,
+    source: dict[str, torch.Tensor],
+    *,
+    with_head: bool,
+    origin: str,
+    reference_keys: list[str] | None = None,
 ) -> None:
     """Copy `source` tensors into `model` in order, checking every shape.
 
     Pretrained files name their tensors after their own module tree; ours is a Sequential of stages
-    holding the same modules in the same order, so order plus shape is the reliable mapping.
+    holding the same modules in the same order, so order plus shape is the reliable mapping. Files
+    that do not keep order (safetensors sorts names) are put back in the order of `reference_keys`,
+    the key order of the module tree the file was written from.
     """
     from monkeysee.errors import CheckpointError
 
     source = {k: v for k, v in source.items() if not k.endswith("num_batches_tracked")}
+    if reference_keys is not None and set(source) == {
+        k for k in reference_keys if not k.endswith("num_batches_tracked")
+    }:
+        source = {k: source[k] for k in reference_keys if k in source}
     state = model.state_dict()
     targets = [k for k in state if k.startswith("body.") and not k.endswith("num_batches_tracked")]
     if with_head and model.num_classes == _last_out_features(source):

@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny synthetic data set and a tiny trained run (seconds, no real data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from monkeysee.config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+MONKEYS = SHARED_DATA / "monkeys"
+NOT_MONKEYS = SHARED_DATA / "not-monkeys"
+
+# Three "species" that differ in colour and texture, so a pretrained body separates them easily.
+COLOURS = {"n0": (200, 40, 40), "n1": (40, 170, 60), "n2": (50, 70, 210)}
+LABELS = (
+    "Label,  Latin Name           , Common Name                   , Train Images , Validation Images\r\n"
+    "n0   , rubra_simia\t , red_monkey                , 10          , 0\r\n"
+    "n1   , viridis_simia\t , green_monkey                  , 10          , 0\r\n"
+    "n2   , caerulea_simia\t     , blue_monkey                   , 10          , 0\r\n"
+)
+
+
+def synthetic_photo(colour: tuple[int, int, int], seed: int, size: int = 72) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    base = np.array(colour, dtype=np.float32)
+    img = base + rng.normal(0, 25, (size, size, 3))
+    stripes = (np.arange(size) // (4 + seed % 5)) % 2
+    img[:, stripes == 1] *= 0.6
+    return Image.fromarray(img.clip(0, 255).astype(np.uint8))
+
+
+def make_dataset(root: Path, per_class: int = 10) -> Path:
+    for c, (label, colour) in enumerate(COLOURS.items()):
+        folder = root / "training" / label
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            synthetic_photo(colour, seed=c * 100 + i).save(folder / f"{label}_{i:02d}.jpg", quality=92)
+    (root / "monkey_labels.txt").write_text(LABELS)
+    return root
+
+
+def tiny_config(data: Path, out: Path, **changes) -> TrainConfig:
+    """Small enough to train in a few seconds on 2 CPU cores."""
+    base = dict(data=str(data), out=str(out), views=1, head_epochs=4, finetune_epochs=2, batch_size=16,
+                workers=0, patience=10, val_fraction=0.2, test_fraction=0.2, unknown_detector="energy")
+    return TrainConfig(**(base | changes))
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_data, tmp_path_factory) -> Path:
+    from monkeysee.train.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    return Trainer(tiny_config(synthetic_data, out), out).run(log=lambda _: None)

@@ -1,0 +1,196 @@
+"""Training end to end on a tiny synthetic data set: the run folder, determinism, resume after a kill,
+and a checkpoint that rebuilds the very same predictions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from monkeysee.checkpoint import load_run, save_checkpoint
+from monkeysee.data.layout import scan_dataset
+from monkeysee.predict import Predictor
+from monkeysee.train.trainer import Trainer
+from tests.conftest import tiny_config
+
+
+def test_run_folder_has_everything_downstream_needs(tiny_run: Path, synthetic_data: Path):
+    for name in ["config.json", "splits.json", "data_summary.json", "history.csv", "history.json",
+                 "curves.png", "manifest.json", "model.safetensors", "unknown.safetensors"]:
+        assert (tiny_run / name).is_file(), name
+    manifest = json.loads((tiny_run / "manifest.json").read_text())
+    assert [s["common_name"] for s in manifest["species"]] == ["red_monkey", "green_monkey", "blue_monkey"]
+    assert manifest["species"][0]["latin_name"] == "rubra_simia"
+    assert manifest["backbone"] == "efficientnet_lite0"
+    assert manifest["preprocess"]["input_size"] == 224 and manifest["preprocess"]["mean"] == [0.5] * 3
+    assert manifest["explain_layer"] == "body.head"
+    assert manifest["seed"] == 0 and manifest["config"]["views"] == 1
+    assert manifest["versions"]["torch"] == torch.__version__
+    index = scan_dataset(synthetic_data, val_fraction=0.2, test_fraction=0.2, seed=0)
+    assert manifest["data_fingerprint"] == index.fingerprint()
+    assert manifest["unknown"]["name"] == "energy"
+    history = json.loads((tiny_run / "history.json").read_text())
+    assert [r["phase"] for r in history] == ["head"] * 4 + ["finetune"] * 2
+    splits = json.loads((tiny_run / "splits.json").read_text())["splits"]
+    assert sum(len(v) for v in splits["test"].values()) == 6  # 20% of 10 photos x 3 species
+
+
+def test_tiny_model_learns_the_synthetic_species(tiny_run: Path):
+    history = json.loads((tiny_run / "history.json").read_text())
+    assert max(r["val_acc"] for r in history) == 1.0
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(tiny_run: Path, tmp_path: Path, synthetic_data: Path):
+    photos = sorted((synthetic_data / "training").rglob("*.jpg"))[:8]
+    first = load_run(tiny_run)
+    copy = save_checkpoint(tmp_path / "copy", first.model, first.manifest)
+    second = load_run(copy)
+    a = Predictor(first, precision="fp32", channels_last=False)
+    b = Predictor(second, precision="fp32", channels_last=False)
+    x = torch.stack([a.transform(__import__("PIL.Image").Image.open(p).convert("RGB")) for p in photos])
+    la, fa = a.logits_and_features(x)
+    lb, fb = b.logits_and_features(x)
+    assert torch.equal(la, lb) and torch.equal(fa, fb)
+    assert [p.to_dict() for p in a.predict_paths(photos)] == [p.to_dict() for p in b.predict_paths(photos)]
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "model.safetensors"))
+
+
+def test_same_seed_same_weights_other_seed_other_weights(synthetic_data: Path, tmp_path: Path):
+    runs = {}
+    for name, seed in [("a", 3), ("b", 3), ("c", 4)]:
+        cfg = tiny_config(synthetic_data, tmp_path / name, seed=seed, head_epochs=2, finetune_epochs=1)
+        runs[name] = _weights(Trainer(cfg, tmp_path / name).run(log=lambda _: None))
+    assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
+    assert not all(torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
+
+
+def _train_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "monkeysee", "train", *args]
+
+
+def _cli_args(cfg_path: Path) -> list[str]:
+    return ["--config", str(cfg_path), "--no-evaluate"]
+
+
+def test_resume_after_kill_finishes_with_the_uninterrupted_result(synthetic_data: Path, tmp_path: Path):
+    """SIGKILL (as in a power cut) mid-training; --resume must end with bit-identical weights."""
+    changes = dict(head_epochs=40, finetune_epochs=3, patience=100)
+    reference = tmp_path / "reference"
+    Trainer(tiny_config(synthetic_data, reference, **changes), reference).run(log=lambda _: None)
+
+    killed = tmp_path / "killed"
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(tiny_config(synthetic_data, killed, **changes).to_dict()))
+    proc = subprocess.Popen(_train_cmd(*_cli_args(cfg_path)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    progress = killed / "state" / "progress.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if progress.is_file() and json.loads(progress.read_text())["epoch"] >= 3:
+            break
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert not (killed / "manifest.json").exists(), "the kill came too late to test anything"
+    done = json.loads(progress.read_text())
+    assert done["phase"] == "head" and 3 <= done["epoch"] < 40
+
+    result = subprocess.run(_train_cmd("--resume", str(killed), "--no-evaluate"), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    a, b = _weights(reference), _weights(killed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    history = json.loads((killed / "history.json").read_text())
+    assert [(r["phase"], r["epoch"]) for r in history] == [("head", e) for e in range(1, 41)] + [
+        ("finetune", e) for e in range(1, 4)]
+
+
+def test_sigterm_stops_cleanly_and_says_how_to_resume(synthetic_data: Path, tmp_path: Path):
+    out = tmp_path / "term"
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(tiny_config(synthetic_data, out, head_epochs=400, patience=1000).to_dict()))
+    proc = subprocess.Popen(_train_cmd(*_cli_args(cfg_path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    progress = out / "state" / "progress.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not progress.is_file():
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert f"monkeysee train --resume {out}" in err
+    assert json.loads(progress.read_text())["epoch"] >= 1
+
+
+def test_config_file_values_are_used_and_flags_override_them(synthetic_data: Path, tmp_path: Path):
+    from monkeysee.cli import main
+
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(tiny_config(synthetic_data, tmp_path / "x", head_epochs=2,
+                                               finetune_epochs=0).to_dict()))
+    out = tmp_path / "flags"
+    assert main(["train", "--config", str(cfg_path), "--out", str(out), "--seed", "7", "--no-evaluate"]) == 0
+    written = json.loads((out / "config.json").read_text())
+    assert written["seed"] == 7 and written["head_epochs"] == 2 and written["out"] == str(out)
+    assert [r["phase"] for r in json.loads((out / "history.json").read_text())] == ["head", "head"]
+
+
+def test_missing_data_folder_is_a_clear_error(tmp_path: Path, capsys):
+    from monkeysee.cli import main
+
+    missing = tmp_path / "no-such-folder"
+    assert main(["train", "--data", str(missing), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "Fix:" in err
+
+
+def test_unknown_config_key_is_rejected(tmp_path: Path, capsys):
+    from monkeysee.cli import main
+
+    cfg = tmp_path / "bad.json"
+    cfg.write_text(json.dumps({"head_epoch": 3}))
+    assert main(["train", "--config", str(cfg)]) == 2
+    assert "head_epoch" in capsys.readouterr().err
+
+
+def test_evaluation_predictions_match_a_fresh_predictor(tiny_run: Path):
+    """The numbers evaluate wrote during training come back exactly from the reloaded checkpoint."""
+    from monkeysee.evaluate.interpret import Interpretation
+    from monkeysee.evaluate.runner import evaluate_run
+
+    metrics = evaluate_run(tiny_run, "test", log=lambda _: None)
+    stored = Interpretation.load(tiny_run / "eval" / "test" / "predictions")
+    predictor = Predictor.from_run_dir(tiny_run)
+    probs = []
+    for pred in predictor.predict_paths(stored.paths, top_k=3):
+        p = np.zeros(3)
+        for g in pred.top:
+            p[g.index] = g.probability
+        probs.append(p)
+    np.testing.assert_allclose(np.array(probs), stored.probs, atol=1e-6)
+    assert metrics["n"] == 6 and 0.0 <= metrics["accuracy_ci95"][0] <= metrics["accuracy"]
+    for name in ["metrics.json", "confusion_matrix.png", "confusion_matrix.csv", "top_losses.png"]:
+        assert (tiny_run / "eval" / "test" / name).is_file()
+
+
+@pytest.mark.parametrize("split", ["val", "train"])
+def test_evaluate_cli_on_other_splits(tiny_run: Path, split: str, capsys):
+    from monkeysee.cli import main
+
+    assert main(["evaluate", str(tiny_run), "--split", split]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "red monkey" in out
+    metrics = json.loads((tiny_run / "eval" / split / "metrics.json").read_text())
+    assert metrics["split"] == split and metrics["n"] == {"val": 6, "train": 18}[split]
