@@ -15,7 +15,8 @@ from monkeysee.models import available_backbones, create_model, get_backbone
 
 def test_registry_lists_offline_and_download_backbones():
     names = available_backbones()
-    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "vgg16", "resnet50"} <= set(names)
+    expected = {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "vgg16", "resnet50"}
+    assert expected <= set(names)
     assert get_backbone("efficientnet_lite0").offline
     assert not get_backbone("vgg16").offline
 
@@ -49,7 +50,8 @@ def test_vgg16_has_five_blocks_and_keeps_the_14x14_map():
 def test_freeze_body_leaves_only_top_stages_and_head_trainable():
     model = create_model("resnet18", num_classes=3)
     model.freeze_body(trainable_top_stages=1)
-    trainable = {n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad and n.startswith("body")}
+    named = model.named_parameters()
+    trainable = {n.split(".")[1] for n, p in named if p.requires_grad and n.startswith("body")}
     assert trainable == {"layer4"}
     assert all(p.requires_grad for p in model.head.parameters())
 

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.conftest import tiny_config
 
 from monkeysee.checkpoint import load_run, save_checkpoint
+from monkeysee.data.images import load_rgb
 from monkeysee.data.layout import scan_dataset
 from monkeysee.predict import Predictor
 from monkeysee.train.trainer import Trainer
-from tests.conftest import tiny_config
 
 
 def test_run_folder_has_everything_downstream_needs(tiny_run: Path, synthetic_data: Path):
@@ -49,14 +50,14 @@ def test_tiny_model_learns_the_synthetic_species(tiny_run: Path):
     assert max(r["val_acc"] for r in history) == 1.0
 
 
-def test_checkpoint_round_trip_gives_identical_predictions(tiny_run: Path, tmp_path: Path, synthetic_data: Path):
+def test_checkpoint_round_trip_gives_identical_predictions(tiny_run, tmp_path: Path, synthetic_data: Path):
     photos = sorted((synthetic_data / "training").rglob("*.jpg"))[:8]
     first = load_run(tiny_run)
     copy = save_checkpoint(tmp_path / "copy", first.model, first.manifest)
     second = load_run(copy)
     a = Predictor(first, precision="fp32", channels_last=False)
     b = Predictor(second, precision="fp32", channels_last=False)
-    x = torch.stack([a.transform(__import__("PIL.Image").Image.open(p).convert("RGB")) for p in photos])
+    x = torch.stack([a.transform(load_rgb(p)) for p in photos])
     la, fa = a.logits_and_features(x)
     lb, fb = b.logits_and_features(x)
     assert torch.equal(la, lb) and torch.equal(fa, fb)
@@ -120,7 +121,8 @@ def test_resume_after_kill_finishes_with_the_uninterrupted_result(synthetic_data
 def test_sigterm_stops_cleanly_and_says_how_to_resume(synthetic_data: Path, tmp_path: Path):
     out = tmp_path / "term"
     cfg_path = tmp_path / "cfg.json"
-    cfg_path.write_text(json.dumps(tiny_config(synthetic_data, out, head_epochs=400, patience=1000).to_dict()))
+    cfg = tiny_config(synthetic_data, out, head_epochs=400, patience=1000)
+    cfg_path.write_text(json.dumps(cfg.to_dict()))
     proc = subprocess.Popen(_train_cmd(*_cli_args(cfg_path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     progress = out / "state" / "progress.json"
