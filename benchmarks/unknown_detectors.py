@@ -1,0 +1,72 @@
+"""Which "not one of my species" detector to ship: each one fitted on a trained run's training photos,
+its threshold calibrated on the validation split (keep 95% of known photos), then measured on photos
+it never saw: the run's held-out test split (known species) against a folder of other animals.
+
+    python benchmarks/unknown_detectors.py RUN_DIR [--ood ../shared/data/not-monkeys] [--keep 0.95]
+
+Prints AUROC, the share of other-animal photos rejected and of held-out monkeys kept, per detector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from monkeysee.data.images import iter_photos
+from monkeysee.data.layout import Sample
+from monkeysee.evaluate.runner import predict_samples, split_samples
+from monkeysee.models.unknown import DETECTORS, auroc, build_detector
+from monkeysee.predict import Predictor
+from monkeysee.runtime import tune_malloc
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def logits_feats(predictor: Predictor, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    probs, feats, kept, _ = predict_samples(predictor, samples)
+    weight = predictor.model.head.fc.weight.detach().float().numpy()
+    bias = predictor.model.head.fc.bias.detach().float().numpy()
+    targets = np.array([samples[i].target for i in kept])
+    return feats @ weight.T + bias, feats, targets
+
+
+def main() -> None:
+    tune_malloc()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--ood", type=Path, default=REPO.parent / "shared" / "data" / "not-monkeys")
+    ap.add_argument("--keep", type=float, default=0.95)
+    ap.add_argument("--json", type=Path, help="also write the table as JSON")
+    args = ap.parse_args()
+
+    predictor = Predictor.from_run_dir(args.run_dir)
+    t0 = time.perf_counter()
+    data = {name: logits_feats(predictor, split_samples(args.run_dir, name, None, predictor))
+            for name in ("train", "val", "test")}
+    ood_l, ood_f, _ = logits_feats(predictor, [Sample(p, 0) for p in iter_photos(args.ood)])
+    print(f"features of {sum(len(v[2]) for v in data.values())} monkey and {len(ood_l)} other photos "
+          f"in {time.perf_counter() - t0:.1f}s\n")
+    rows = []
+    for name in DETECTORS:
+        det = build_detector(name, data["train"][1], data["train"][2], data["val"][0], data["val"][1],
+                             keep=args.keep)
+        known = det.score(data["test"][0], data["test"][1])
+        other = det.score(ood_l, ood_f)
+        rows.append({"detector": name, "auroc": auroc(known, other),
+                     "other_rejected": float((other > det.threshold).mean()),
+                     "known_kept": float((known <= det.threshold).mean())})
+    print(f"{'detector':<12} {'AUROC':>7} {'others rejected':>16} {'held-out monkeys kept':>22}")
+    for r in sorted(rows, key=lambda r: -r["auroc"]):
+        print(f"{r['detector']:<12} {r['auroc']:>7.4f} {r['other_rejected']:>16.1%} {r['known_kept']:>22.1%}")
+    print(f"\nthreshold calibrated on the validation split to keep {args.keep:.0%} of known photos; "
+          f"known = {len(data['test'][2])} held-out test photos, others = {len(ood_l)} photos of {args.ood}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
