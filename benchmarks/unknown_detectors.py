@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def logits_feats(predictor: Predictor, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    probs, feats, kept, _ = predict_samples(predictor, samples)
+    _, feats, kept, _ = predict_samples(predictor, samples)
     weight = predictor.model.head.fc.weight.detach().float().numpy()
     bias = predictor.model.head.fc.bias.detach().float().numpy()
     targets = np.array([samples[i].target for i in kept])
