@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from tests.conftest import tiny_config
 
 from monkeysee.checkpoint import load_run, save_checkpoint
 from monkeysee.data.images import load_rgb
 from monkeysee.data.layout import scan_dataset
 from monkeysee.predict import Predictor
 from monkeysee.train.trainer import Trainer
+from tests.conftest import tiny_config
 
 
 def test_run_folder_has_everything_downstream_needs(tiny_run: Path, synthetic_data: Path):

@@ -105,6 +105,8 @@ def evaluate_run(
     plot_confusion_matrix(cm, names, out / "confusion_matrix.png")
     _write_confusion_csv(out / "confusion_matrix.csv", cm, names)
     _plot_top_losses(interp, predictor, out / "top_losses.png")
+    if split == "test":
+        _record_in_manifest(run_dir, metrics)
     log(format_metrics_table(metrics))
     log(f"evaluation written to {out}")
     return metrics
@@ -125,3 +127,14 @@ def _plot_top_losses(interp: Interpretation, predictor: Predictor, path: Path, k
     items = interp.top_losses(k)
     images = [load_rgb(item.path) for item in items]
     plot_top_losses(items, images, predictor.species, path)
+
+
+def _record_in_manifest(run_dir: Path, metrics: dict[str, Any]) -> None:
+    """The held-out numbers travel with the checkpoint (manifest.metrics.test)."""
+    from monkeysee.checkpoint import MANIFEST
+
+    path = run_dir / MANIFEST
+    manifest = json.loads(path.read_text())
+    keys = ("n", "accuracy", "accuracy_ci95", "top3_accuracy", "macro_f1", "log_loss")
+    manifest.setdefault("metrics", {})["test"] = {k: metrics[k] for k in keys if k in metrics}
+    atomic_write_json(path, manifest)

@@ -1,0 +1,87 @@
+"""`monkeysee predict` and `monkeysee demo`: tables, JSON, resumable CSV, bad files as error rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+from monkeysee.cli import main
+
+
+def _photos(synthetic_data: Path) -> list[Path]:
+    return sorted((synthetic_data / "training").rglob("*.jpg"))
+
+
+def test_table_names_species_with_latin_names(tiny_run: Path, synthetic_data: Path, capsys):
+    red = synthetic_data / "training" / "n0" / "n0_00.jpg"
+    assert main(["predict", str(tiny_run), str(red), "--top-k", "2"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{red}: red monkey (Rubra simia)") or "NOT ONE OF MY SPECIES" in line
+    assert "| then" in line
+
+
+def test_json_lines_carry_top_k_and_the_unknown_flag(tiny_run: Path, synthetic_data: Path, capsys):
+    photos = _photos(synthetic_data)[:3]
+    assert main(["predict", str(tiny_run), *map(str, photos), "--json", "--top-k", "3"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["source"] for r in rows] == [str(p) for p in photos]
+    for r in rows:
+        assert len(r["top"]) == 3 and isinstance(r["unknown"], bool)
+        probs = [g["probability"] for g in r["top"]]
+        assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-3
+        assert r["species"] == r["top"][0]["common_name"]
+
+
+def test_bad_files_become_error_rows_and_the_rest_go_on(tiny_run, synthetic_data: Path, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = shutil.copy(_photos(synthetic_data)[0], folder / "a_good.jpg")
+    (folder / "b_text.jpg").write_text("not a photo")
+    (folder / "c_empty.jpg").write_bytes(b"")
+    truncated = Path(_photos(synthetic_data)[1]).read_bytes()
+    (folder / "d_truncated.jpg").write_bytes(truncated[: len(truncated) // 3])
+    assert main(["predict", str(tiny_run), str(folder), "--json"]) == 0
+    rows = {Path(r["source"]).name: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert set(rows) == {"a_good.jpg", "b_text.jpg", "c_empty.jpg", "d_truncated.jpg"}
+    assert "error" not in rows["a_good.jpg"] and rows["a_good.jpg"]["source"] == str(good)
+    for name in ["b_text.jpg", "c_empty.jpg", "d_truncated.jpg"]:
+        assert name in rows[name]["error"] and "Fix:" in rows[name]["error"]
+
+
+def test_csv_resume_skips_rows_already_written(tiny_run: Path, synthetic_data: Path, tmp_path, capsys):
+    photos = _photos(synthetic_data)
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(tiny_run), *map(str, photos[:5]), "--csv", str(out)]) == 0
+    first = list(csv.DictReader(out.open()))
+    assert [r["source"] for r in first] == [str(p) for p in photos[:5]]
+    assert main(["predict", str(tiny_run), str(synthetic_data / "training"), "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert sorted(r["source"] for r in rows) == sorted(map(str, photos))  # each photo exactly once
+    assert rows[:5] == first
+    assert "5 already in" in capsys.readouterr().err
+
+
+def test_cams_are_written_per_photo(tiny_run: Path, synthetic_data: Path, tmp_path):
+    cams = tmp_path / "cams"
+    photos = _photos(synthetic_data)[:2]
+    assert main(["predict", str(tiny_run), *map(str, photos), "--cams", str(cams)]) == 0
+    from PIL import Image
+
+    written = sorted(cams.glob("*.png"))
+    assert len(written) == 2 and all(Image.open(p).size == (224, 224) for p in written)
+
+
+def test_missing_run_folder_is_a_clear_error(tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "nope"), "x.jpg"]) == 2
+    assert "run folder not found" in capsys.readouterr().err
+
+
+def test_demo_without_data_names_the_cat(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    chelsea = next(line for line in out.splitlines() if line.strip().startswith("chelsea"))
+    assert "cat" in chelsea.split(",")[0]
+    assert (tmp_path / "chelsea.gradcam.png").is_file()
+    assert "monkeysee demo --data" in out
