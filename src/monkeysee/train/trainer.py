@@ -58,6 +58,7 @@ class Progress:
     best_epoch: int = 0
     bad_epochs: int = 0
     done_phases: list[str] = field(default_factory=list)
+    cache_seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,6 +159,7 @@ class Trainer:
         for name in ("val", "test"):
             caches[name] = encode(lower, index.split(name), clean, None, 0, desc=f"frozen layers: {name}",
                                   **common)
+        self.progress.cache_seconds = round(time.perf_counter() - t0, 3)
         log(f"frozen layers computed once for {len(index.train)} x {cfg.views + 1} train views and "
             f"{len(index.val) + len(index.test)} val/test photos in {time.perf_counter() - t0:.1f}s")
         save_caches(path, caches, {"backbone": cfg.backbone, "cut": str(cut)})
@@ -316,7 +318,8 @@ class Trainer:
             seed=cfg.seed,
             config=cfg.to_dict(),
             metrics={"best": {"phase": p.best_phase, "epoch": p.best_epoch, "val_loss": val_row["val_loss"],
-                              "val_acc": val_row["val_acc"]}, "precision": self.precision},
+                              "val_acc": val_row["val_acc"]}, "precision": self.precision,
+                     "train_seconds": round(p.cache_seconds + sum(r["seconds"] for r in p.history), 1)},
             data_fingerprint=index.fingerprint(),
             unknown=unknown_json,
         )
