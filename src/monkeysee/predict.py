@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -186,21 +187,17 @@ def _decode(path: str | Path) -> Image.Image | str:
 def _decoded_batches(
     paths: Iterable[str | Path], batch_size: int, workers: int
 ) -> Iterator[list[tuple[str, Image.Image | str]]]:
-    """Decode photos in a thread pool (PIL releases the GIL) a bounded number of batches ahead."""
+    """Decode photos in a thread pool (PIL releases the GIL), at most three batches ahead, in order."""
+    todo = iter(paths)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending: deque[tuple[str, Future]] = deque()
-        limit = batch_size * 3
+        pending: deque[tuple[str, Future]] = deque(
+            (str(p), pool.submit(_decode, p)) for p in islice(todo, batch_size * 3)
+        )
         batch: list[tuple[str, Image.Image | str]] = []
-        for path in paths:
-            pending.append((str(path), pool.submit(_decode, path)))
-            while len(pending) >= limit:
-                src, fut = pending.popleft()
-                batch.append((src, fut.result()))
-                if len(batch) == batch_size:
-                    yield batch
-                    batch = []
         while pending:
             src, fut = pending.popleft()
+            for p in islice(todo, 1):
+                pending.append((str(p), pool.submit(_decode, p)))
             batch.append((src, fut.result()))
             if len(batch) == batch_size:
                 yield batch
