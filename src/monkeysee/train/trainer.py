@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -150,6 +151,7 @@ class Trainer:
             return load_caches(path)
         cfg, pre = self.cfg, self.spec.preprocess
         lower = model.body[:cut].eval().to(memory_format=torch.channels_last)
+        self._check_cache_fits(lower, index)
         clean, aug = eval_transform(pre), train_transform(pre, cfg.augment)
         t0 = time.perf_counter()
         common = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
@@ -164,6 +166,19 @@ class Trainer:
             f"{len(index.val) + len(index.test)} val/test photos in {time.perf_counter() - t0:.1f}s")
         save_caches(path, caches, {"backbone": cfg.backbone, "cut": str(cut)})
         return caches
+
+    def _check_cache_fits(self, lower: nn.Module, index: DataIndex) -> None:
+        """Refuse up front, with the numbers and the fix, a cache that would not fit in memory."""
+        size = self.spec.preprocess.input_size
+        with torch.no_grad():
+            per_view = lower(torch.zeros(1, 3, size, size, device=self.device)).numel()
+        views = len(index.train) * (self.cfg.views + 1) + len(index.val) + len(index.test)
+        need = views * per_view * (2 if self.precision == "bf16" else 4)
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        if need > 0.6 * available:
+            raise ConfigError(
+                f"the frozen-layer cache needs {need / 1e9:.1f} GB but {available / 1e9:.1f} GB is free",
+                fix="lower --views (0 keeps only the clean view) or --unfreeze (a smaller boundary map)")
 
     # --- phases -------------------------------------------------------------------------------
 
