@@ -65,7 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tune_malloc()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse cannot take more photos after an option (`explain RUN --method all a.jpg b.jpg`):
+    # leftover plain words are photos of the commands that take a list of them.
+    takes_photos = isinstance(getattr(args, "photos", None), list)
+    if extra and takes_photos and not any(e.startswith("-") for e in extra):
+        args.photos += [type(args.photos[0])(e) if args.photos else e for e in extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 1

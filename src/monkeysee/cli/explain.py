@@ -1,0 +1,186 @@
+"""`monkeysee explain`: class activation maps for photos, or a faithfulness comparison of the methods."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from monkeysee.cli import command
+
+DEFAULT_OUT = "explanations"
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    from monkeysee.explain.methods import method_names
+
+    methods = "|".join([*method_names(), "all"])
+    p.add_argument("run_dir", type=Path, help="run folder written by `monkeysee train`")
+    p.add_argument("photos", nargs="*", type=Path, help="photos to explain")
+    p.add_argument(
+        "--method",
+        dest="methods",
+        action="append",
+        metavar="METHOD",
+        help=f"{methods}; repeat it or separate with commas (default: gradcam; with --evaluate: all)",
+    )
+    p.add_argument(
+        "--methods",
+        dest="methods",
+        action="extend",
+        nargs="+",
+        metavar="METHOD",
+        help="several methods at once, e.g. --methods gradcam scorecam",
+    )
+    p.add_argument(
+        "--species",
+        default=None,
+        help="species to explain: common or Latin name, label or index (default: the prediction)",
+    )
+    p.add_argument(
+        "--layer",
+        default=None,
+        help="dotted module name to explain (default: the run's explain layer, e.g. body.head)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder (default: {DEFAULT_OUT})"
+    )
+    p.add_argument(
+        "--alpha", type=float, default=0.5, help="opacity of the map over the photo, 0-1 (default: 0.5)"
+    )
+    p.add_argument("--cmap", default="inferno", help="matplotlib colormap (default: inferno)")
+    p.add_argument("--batch-size", type=int, default=8, help="photos per forward pass (default: 8)")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=32,
+        help="perturbed copies per pass for scorecam/ablationcam; bounds memory (default: 32)",
+    )
+    g = p.add_argument_group("faithfulness evaluation")
+    g.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="compare the methods' faithfulness on held-out photos instead of explaining PHOTOs",
+    )
+    g.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="photos to evaluate on when the run has no splits.json (folder or Kaggle layout)",
+    )
+    g.add_argument("--n", type=int, default=16, help="number of photos, spread over classes (default: 16)")
+    g.add_argument("--steps", type=int, default=16, help="deletion/insertion steps (default: 16)")
+
+
+@command(
+    "explain",
+    help="Show what the CNN looks at: CAM overlays, or --evaluate their faithfulness.",
+    arguments=_arguments,
+    order=40,
+)
+def run(args: argparse.Namespace) -> int:
+    from monkeysee.checkpoint import load_run
+    from monkeysee.errors import ConfigError
+
+    if not 0.0 <= args.alpha <= 1.0:
+        raise ConfigError(f"--alpha must be between 0 and 1, not {args.alpha}", fix="pass e.g. --alpha 0.5")
+    if args.batch_size < 1 or args.chunk_size < 1:
+        raise ConfigError("--batch-size and --chunk-size must be at least 1", fix="pass e.g. --batch-size 8")
+    loaded = load_run(args.run_dir)
+    if args.evaluate:
+        return _evaluate(args, loaded)
+    if not args.photos:
+        raise ConfigError(
+            "no photos given", fix="pass one or more photo paths after the run folder, or --evaluate"
+        )
+    return _explain(args, loaded)
+
+
+def _explain(args: argparse.Namespace, loaded) -> int:
+    from monkeysee.data.images import load_rgb
+    from monkeysee.explain import Explainer, photo_names
+    from monkeysee.explain.methods import resolve_methods
+    from monkeysee.explain.render import save_figure, side_by_side
+    from monkeysee.explain.result import CamResult, file_safe
+
+    methods = resolve_methods(args.methods or ["gradcam"])
+    explainer = Explainer.from_run(loaded, layer=args.layer)
+    target = explainer.target(args.species)  # a bad name fails before any photo is read
+    names = photo_names(args.photos)
+    parts: dict[str, list[CamResult]] = {m: [] for m in methods}
+    for start in range(0, len(args.photos), args.batch_size):
+        paths = args.photos[start : start + args.batch_size]
+        photos = [load_rgb(p) for p in paths]
+        batch = explainer.explain(
+            photos, methods, target, names[start : start + args.batch_size], chunk_size=args.chunk_size
+        )
+        for m in methods:
+            parts[m].append(batch[m])
+    results = {m: CamResult.concat(parts[m]) for m in methods}
+    for res in results.values():
+        res.save(args.out, alpha=args.alpha, cmap=args.cmap)
+    first = results[methods[0]]
+    for i, name in enumerate(first.names):
+        predicted = explainer.class_names[first.predicted_indices[i]] if explainer.class_names else ""
+        print(
+            f"{name}: explaining {first.target_names[i]} (p={first.target_probabilities[i]:.3f}; "
+            f"predicted {predicted}) at layer {first.layer}"
+        )
+        if len(methods) > 1:
+            overlays = {results[m].method: results[m].overlays(args.alpha, args.cmap)[i] for m in methods}
+            titled = {_title(m): pic for m, pic in overlays.items()}
+            fig = side_by_side(first.images[i], titled, title=f"{name}: {first.target_names[i]}")
+            save_figure(fig, args.out / f"{file_safe(name)}__all.png")
+    print(f"wrote {len(first) * len(methods)} overlays with .npy maps and JSON manifests to {args.out}")
+    return 0
+
+
+def _title(method: str) -> str:
+    from monkeysee.explain.methods import METHODS
+
+    return METHODS[method].title
+
+
+def _evaluate(args: argparse.Namespace, loaded) -> int:
+    import torch
+
+    from monkeysee.data.images import load_rgb
+    from monkeysee.errors import ConfigError, ImageError
+    from monkeysee.explain import Explainer
+    from monkeysee.explain.faithfulness import evaluate_faithfulness
+    from monkeysee.explain.photos import candidate_photos
+
+    if args.n < 1:
+        raise ConfigError(f"--n must be at least 1, not {args.n}", fix="pass e.g. --n 16")
+    explainer = Explainer.from_run(loaded, layer=args.layer)
+    candidates, source = candidate_photos(args.run_dir, args.data)
+    chosen, tensors = [], []
+    for path in candidates:
+        if len(chosen) == args.n:
+            break
+        try:
+            tensors.append(explainer.prepare([load_rgb(path)])[0])
+        except ImageError as exc:
+            print(f"skipping {exc.message}", file=sys.stderr)
+            continue
+        chosen.append(path)
+    if not chosen:
+        raise ConfigError(f"no readable photos in {source}", fix="pass --data DIR with photos")
+    print(f"evaluating on {len(chosen)} photos from {source}")
+    x = torch.cat(tensors)
+    pre = loaded.manifest.preprocess
+    report = evaluate_faithfulness(
+        loaded.model,
+        x,
+        explainer.layer,
+        args.methods or "all",
+        mean=pre.mean,
+        std=pre.std,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+    )
+    print(report.table())
+    path = report.save(args.out, {"photos": [str(p) for p in chosen], "source": source})
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,73 @@
+"""Choosing the photos a faithfulness evaluation runs on: N of them, spread over classes, deterministic."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from itertools import zip_longest
+from pathlib import Path
+from typing import Any
+
+from monkeysee.data.images import iter_photos
+from monkeysee.errors import ConfigError, DataError
+
+SPLITS_FILE = "splits.json"
+_NOT_PHOTOS = frozenset({".txt", ".md", ".csv", ".json", ".yaml", ".yml", ".html", ".pdf", ".npy"})
+
+
+def spread(paths: Iterable[Path]) -> list[Path]:
+    """Round-robin over parent folders (sorted), each folder in sorted order: classes take turns."""
+    groups: dict[Path, list[Path]] = {}
+    for p in sorted(paths):
+        groups.setdefault(p.parent, []).append(p)
+    return [p for row in zip_longest(*(groups[k] for k in sorted(groups))) for p in row if p is not None]
+
+
+def held_out_photos(run_dir: str | Path, data_dir: str | Path | None = None) -> list[Path]:
+    """The run's test split (else its validation split) from `splits.json`, where the run has one.
+
+    Relative paths are resolved against `data_dir`, else the file's own `root`. Missing files are dropped.
+    """
+    path = Path(run_dir) / SPLITS_FILE
+    if not path.is_file():
+        return []
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    splits = record.get("splits", record)
+    root = Path(data_dir) if data_dir is not None else Path(record.get("root", Path(run_dir)))
+    for name in ("test", "val"):
+        rel = _flatten(splits.get(name))
+        found = [
+            p for p in ((root / r) if not Path(r).is_absolute() else Path(r) for r in rel) if p.is_file()
+        ]
+        if found:
+            return found
+    return []
+
+
+def _flatten(entry: Any) -> list[str]:
+    """A split is a list of paths or {label: [paths]}."""
+    if isinstance(entry, dict):
+        return [str(p) for paths in entry.values() for p in paths]
+    if isinstance(entry, list):
+        return [str(p) for p in entry]
+    return []
+
+
+def candidate_photos(run_dir: str | Path | None, data_dir: str | Path | None) -> tuple[list[Path], str]:
+    """Photos to evaluate on, in the order to try them, and where they came from."""
+    if run_dir is not None:
+        held_out = held_out_photos(run_dir, data_dir)
+        if held_out:
+            return spread(held_out), f"held-out split of {Path(run_dir) / SPLITS_FILE}"
+    if data_dir is None:
+        raise ConfigError(
+            "no photos to evaluate on: the run has no usable splits.json",
+            fix="pass --data DIR (a folder of photos, or a Kaggle-style data set)",
+        )
+    photos = [p for p in iter_photos(Path(data_dir)) if p.suffix.lower() not in _NOT_PHOTOS]
+    if not photos:
+        raise DataError("no photos found", fix="pass a folder that holds photos", path=data_dir)
+    return spread(photos), f"{data_dir}"
