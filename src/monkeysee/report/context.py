@@ -1,0 +1,207 @@
+"""Everything the report's sections read about one run, loaded once: files of the run folder, the data
+index, the stored test predictions, and (lazily) the model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from monkeysee.checkpoint import Manifest, read_manifest
+from monkeysee.data.layout import DataIndex
+from monkeysee.data.species import Species
+from monkeysee.errors import CheckpointError, ConfigError, DataError, MonkeyseeError
+from monkeysee.evaluate.interpret import Interpretation
+from monkeysee.report.cams import OverlayBank
+from monkeysee.report.html import code
+
+EVAL_SPLIT = "test"
+# Grad-CAM (what the report's overlays use) against its best-known variant. Each method costs ~200 model
+# passes for 8 photos (deletion/insertion, randomisation copies); Eigen-CAM and Ablation-CAM cost more, and
+# Score-CAM runs the whole model once per channel. `monkeysee explain --evaluate` compares them all.
+FAITHFULNESS_METHODS = ("gradcam", "gradcam++")
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What goes into the report and how much of it. The defaults keep a build to a minute or two."""
+
+    data: Path | None = None  # data root; default: the root recorded in splits.json
+    out: Path | None = None  # HTML file; default: RUN_DIR/report.html
+    ood: Path | None = None  # photos of no known species, for the unknown-detector curve
+    faithfulness_photos: int = 8  # 0 skips the faithfulness table
+    faithfulness_steps: int = 8  # deletion / insertion steps
+    faithfulness_methods: tuple[str, ...] = FAITHFULNESS_METHODS  # or ("all",)
+    gallery_per_species: int = 4
+    max_gallery_photos: int = 400  # beyond this, the gallery shows the weakest species first
+    top_losses: int = 9
+    confused_pairs: int = 4
+    examples_per_pair: int = 3
+    max_ood_photos: int = 250  # an evenly spaced sample beyond this
+    precision: str = "auto"
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        from monkeysee.explain.methods import resolve_methods
+
+        object.__setattr__(
+            self, "faithfulness_methods", tuple(resolve_methods(list(self.faithfulness_methods)))
+        )
+        counts = {
+            "faithfulness_photos": self.faithfulness_photos,
+            "gallery_per_species": self.gallery_per_species,
+            "top_losses": self.top_losses,
+            "confused_pairs": self.confused_pairs,
+            "examples_per_pair": self.examples_per_pair,
+        }
+        for name, value in counts.items():
+            if value < 0:
+                raise ConfigError(
+                    f"{name.replace('_', '-')} must be 0 or more, not {value}", fix="pass a count such as 4"
+                )
+        for name in ("faithfulness_steps", "max_gallery_photos", "max_ood_photos", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}",
+                    fix="pass a positive number",
+                )
+
+
+@dataclass
+class ReportContext:
+    """The run as the sections see it. Missing pieces are None, with the reason in `problems`."""
+
+    run_dir: Path
+    options: ReportOptions
+    manifest: Manifest
+    config: dict[str, Any]
+    history: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+    splits: dict[str, Any] | None
+    index: DataIndex | None
+    data_root: Path | None
+    photos_ok: bool
+    metrics: dict[str, Any] | None = None
+    interp: Interpretation | None = None
+    problems: dict[str, str] = field(default_factory=dict)
+    cams: OverlayBank = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cams = OverlayBank(lambda: self.explainer)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, options: ReportOptions) -> ReportContext:
+        run_dir = Path(run_dir)
+        manifest = read_manifest(run_dir)
+        splits = _read_json(run_dir / "splits.json")
+        root = options.data or (Path(splits["root"]) if splits and "root" in splits else None)
+        problems = {}
+        index = None
+        if splits and root is not None:
+            try:
+                index = DataIndex.from_json(splits, root)
+            except DataError as exc:
+                problems["data"] = exc.message
+        photos_ok = bool(
+            index and root.is_dir() and any(s.path.is_file() for s in index.test[:50] + index.train[:50])
+        )
+        ctx = cls(
+            run_dir=run_dir,
+            options=options,
+            manifest=manifest,
+            config=_read_json(run_dir / "config.json") or manifest.config,
+            history=_read_json(run_dir / "history.json") or [],
+            summary=_read_json(run_dir / "data_summary.json"),
+            splits=splits,
+            index=index,
+            data_root=root,
+            photos_ok=photos_ok,
+            problems=problems,
+        )
+        ctx._load_evaluation()
+        return ctx
+
+    # --- evaluation --------------------------------------------------------------------------------
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.run_dir / "eval" / EVAL_SPLIT
+
+    def _load_evaluation(self) -> None:
+        """Stored test metrics and predictions; evaluates the run first when they are missing."""
+        metrics_file = self.eval_dir / "metrics.json"
+        if not metrics_file.is_file():
+            if not self.photos_ok:
+                self.problems["metrics"] = (
+                    f"the run has not been evaluated ({metrics_file} is missing) and the photos to "
+                    "evaluate it on are not available; run monkeysee evaluate RUN_DIR --data DIR, or pass "
+                    "--data DIR here"
+                )
+                return
+            from monkeysee.evaluate.runner import evaluate_run
+
+            try:
+                evaluate_run(self.run_dir, EVAL_SPLIT, self.options.data, self.predictor, log=lambda _: None)
+            except (MonkeyseeError, OSError) as exc:
+                why = exc.message if isinstance(exc, MonkeyseeError) else f"{exc.strerror}: {exc.filename}"
+                self.problems["metrics"] = f"evaluating the run on its test photos failed ({why})"
+                return
+        self.metrics = _read_json(metrics_file)
+        try:
+            self.interp = Interpretation.load(self.eval_dir / "predictions")
+        except CheckpointError as exc:
+            self.problems["predictions"] = exc.message
+
+    # --- model -------------------------------------------------------------------------------------
+
+    @cached_property
+    def predictor(self):
+        from monkeysee.predict import Predictor
+
+        return Predictor.from_run_dir(self.run_dir, precision=self.options.precision)
+
+    @cached_property
+    def explainer(self):
+        from monkeysee.explain.api import Explainer
+
+        return Explainer.from_run(self.predictor.run)
+
+    # --- names and paths ---------------------------------------------------------------------------
+
+    @property
+    def species(self) -> tuple[Species, ...]:
+        return self.manifest.species
+
+    def name(self, index: int) -> str:
+        return self.species[index].display_name
+
+    def photo_path(self, stored: str | Path) -> Path:
+        """Where a photo recorded in the run's files is now: moved along with --data when it was given."""
+        path = Path(stored)
+        if path.is_file() or self.splits is None or self.data_root is None:
+            return path
+        try:
+            return self.data_root / path.relative_to(self.splits.get("root", ""))
+        except ValueError:
+            return path
+
+    def photos_missing(self, what: str) -> str:
+        """The sentence a section shows instead of photos when the data folder is not there."""
+        where = code(self.data_root) if self.data_root is not None else "the recorded data folder"
+        return (
+            f"No {what}: the photos are not at {where} (the data or the run folder may have moved). "
+            f"Rebuild the report with {code('--data DIR')} pointing at the data folder to see them."
+        )
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"cannot read {path.name} ({exc})", fix="re-run the step that wrote it", path=path
+        ) from exc

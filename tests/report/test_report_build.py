@@ -1,0 +1,194 @@
+"""The report of a tiny run: one self-contained file, every section there, numbers as stored."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from monkeysee.cli import main
+from monkeysee.report import ReportOptions, build_report
+from monkeysee.report.html import pct
+from tests.report.conftest import FAST, SECTION_IDS, copy_run, parse
+
+
+def test_report_is_one_self_contained_file(report_html):
+    page = parse(report_html)
+    assert report_html.name == "report.html" and report_html.parent.name == "run"
+    images = [a["src"] for tag, a in page.tags if tag == "img"]
+    assert images and all(re.fullmatch(r"data:image/(png|jpeg);base64,[A-Za-z0-9+/=]+", s) for s in images)
+    for tag, a in page.tags:
+        assert tag not in {"link", "iframe", "object", "embed"}, f"<{tag}> would load another file"
+        assert not (tag == "script" and a.get("src")), "scripts must be inline"
+        href = a.get("href")
+        if href is not None:
+            assert href.startswith("#"), f"link {href!r} leaves the page"
+        for name, value in a.items():
+            if name in {"src", "href", "srcset", "poster", "data"} and value:
+                assert value.startswith(("data:", "#")), f"<{tag} {name}={value[:40]!r}> is not inline"
+    text = report_html.read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//|file:)""", text, re.I)
+    assert "url(" not in text.split("</style>")[0], "the stylesheet must not fetch anything"
+
+
+def test_every_section_is_there_in_order_with_content(report_html):
+    page = parse(report_html)
+    assert list(page.sections) == list(SECTION_IDS)
+    for sid in SECTION_IDS:
+        assert page.headings[sid].strip(), f"section {sid} has no <h2>"
+        assert len(page.text(sid)) > 40, f"section {sid} is empty"
+    for sid in ("augmentation", "training", "confusion", "mistakes", "gallery", "activations", "unknown"):
+        assert page.images[sid], f"section {sid} shows no picture"
+    nav = [a["href"] for tag, a in page.tags if tag == "a"]
+    assert [h for h in nav if h != "#"] == [f"#{s}" for s in SECTION_IDS]
+
+
+def test_report_evaluates_a_run_that_was_not_evaluated(report_html, report_run):
+    assert (report_run / "eval" / "test" / "metrics.json").is_file()
+    assert (report_run / "eval" / "test" / "predictions.npz").is_file()
+
+
+def test_overview_numbers_match_metrics_json(report_html, report_run):
+    metrics = json.loads((report_run / "eval" / "test" / "metrics.json").read_text())
+    manifest = json.loads((report_run / "manifest.json").read_text())
+    overview = parse(report_html).text("overview")
+    lo, hi = metrics["accuracy_ci95"]
+    assert (
+        f"{pct(metrics['accuracy'])} (95% CI {pct(lo)} – {pct(hi)}, Wilson) on {metrics['n']} held-out"
+        in overview
+    )
+    assert f"{pct(metrics['top3_accuracy'])} top-3 accuracy" in overview
+    assert f"{metrics['macro_f1']:.3f} macro F1" in overview
+    assert f"{len(manifest['species'])} species" in overview
+    assert manifest["backbone"] in overview
+    assert manifest["data_fingerprint"][:16] in overview and "matches the data now" in overview
+    assert f"Seed {manifest['seed']}" in overview
+    assert f"torch {manifest['versions']['torch']}" in overview
+    assert f"precision {manifest['metrics']['precision']}" in overview
+
+
+def test_metrics_and_data_tables_list_every_species(report_html, report_run):
+    page = parse(report_html)
+    species = [
+        s["common_name"].replace("_", " ")
+        for s in json.loads((report_run / "manifest.json").read_text())["species"]
+    ]
+    summary = json.loads((report_run / "data_summary.json").read_text())
+    for name in species:
+        assert name in page.text("metrics") and name in page.text("data") and name in page.text("gallery")
+    total = sum(sum(split.values()) for split in summary["counts"].values())
+    assert f"all species {sum(summary['counts']['train'].values())}" in page.text("data")
+    assert str(total) in page.text("data")
+
+
+def test_unknown_section_with_an_ood_folder(report_html, ood_dir):
+    text = parse(report_html).text("unknown")
+    assert "AUROC" in text and "Unknown photos rejected" in text
+    assert "of 7 photos" in text and "1 unreadable skipped" in text  # README.txt is not tried, broken.jpg is
+    assert "energy" in text  # the tiny run's detector
+
+
+def test_faithfulness_section_names_n_and_the_best_method(report_html):
+    text = parse(report_html).text("faithfulness")
+    assert "2 held-out test photos" in text
+    best = re.search(r"Most faithful for this model: (\S+)", text)
+    assert best and best.group(1) in {"Grad-CAM", "Eigen-CAM"}
+    assert "Score-CAM" in text  # named as not compared
+
+
+def test_without_ood_the_unknown_section_says_how_to_add_it(report_run, tmp_path):
+    out = build_report(
+        report_run,
+        ReportOptions(out=tmp_path / "r.html", faithfulness_photos=0, gallery_per_species=0, top_losses=1),
+    )
+    page = parse(out)
+    assert "--ood DIR" in page.text("unknown") and "Unknown photos rejected" not in page.text("unknown")
+    assert page.images["unknown"], "known photos' scores are still drawn"
+    assert "Skipped" in page.text("faithfulness") and "Skipped" in page.text("gallery")
+
+
+def test_data_folder_missing_degrades_gracefully(report_html, report_run, tmp_path):
+    moved = copy_run(report_run, tmp_path / "moved", evaluated=True)
+    out = build_report(moved, ReportOptions(data=tmp_path / "nowhere", **FAST))
+    page = parse(out)
+    assert list(page.sections) == list(SECTION_IDS)
+    for sid in ("augmentation", "mistakes", "gallery", "activations", "faithfulness"):
+        assert "the photos are not at" in page.text(sid), sid
+        assert not page.images[sid], f"{sid} shows pictures of photos that are not there"
+    assert "--data DIR" in page.text("gallery")
+    # What the run folder itself holds is still reported.
+    metrics = json.loads((moved / "eval" / "test" / "metrics.json").read_text())
+    assert pct(metrics["accuracy"]) in page.text("metrics")
+    assert page.images["training"] and page.images["confusion"]
+    assert "data not available to check" in page.text("overview")
+
+
+def test_never_evaluated_and_no_data_still_makes_a_report(report_run, tmp_path):
+    bare = copy_run(report_run, tmp_path / "bare", evaluated=False)
+    out = build_report(bare, ReportOptions(data=tmp_path / "nowhere", **FAST))
+    page = parse(out)
+    assert list(page.sections) == list(SECTION_IDS)
+    assert "has not been evaluated" in page.text("metrics")
+    assert "has not been evaluated" in page.text("overview")
+    assert not (bare / "eval").exists()
+
+
+def test_moved_data_is_found_with_data(report_run, synthetic_data, tmp_path):
+    """Photos recorded under the old root are looked up under --data."""
+    import shutil
+
+    moved_data = tmp_path / "elsewhere"
+    shutil.copytree(synthetic_data, moved_data)
+    run = copy_run(report_run, tmp_path / "run", evaluated=True)
+    splits = json.loads((run / "splits.json").read_text())
+    splits["root"] = str(tmp_path / "old-place")
+    (run / "splits.json").write_text(json.dumps(splits))
+    preds = json.loads((run / "eval" / "test" / "predictions.json").read_text())
+    preds["paths"] = [p.replace(str(synthetic_data), str(tmp_path / "old-place")) for p in preds["paths"]]
+    (run / "eval" / "test" / "predictions.json").write_text(json.dumps(preds))
+    out = build_report(
+        run, ReportOptions(data=moved_data, faithfulness_photos=0, gallery_per_species=1, top_losses=2)
+    )
+    page = parse(out)
+    assert page.images["mistakes"] and page.images["gallery"]
+    assert "not at" not in page.text("mistakes")
+
+
+def test_cli_writes_the_report_and_reports_bad_input(report_run, tmp_path, capsys):
+    out = tmp_path / "cli.html"
+    code = main(
+        [
+            "report",
+            str(report_run),
+            "--out",
+            str(out),
+            "--faithfulness-photos",
+            "0",
+            "--gallery-per-species",
+            "1",
+        ]
+    )
+    assert code == 0 and out.is_file()
+    assert str(out) in capsys.readouterr().out
+    assert main(["report", str(report_run), "--ood", str(tmp_path / "missing")]) == 2
+    assert "unknown-photo folder not found" in capsys.readouterr().err
+    assert main(["report", str(report_run), "--gallery-per-species", "-1"]) == 2
+    assert main(["report", str(tmp_path)]) == 2  # not a run folder
+    assert "not a finished monkeysee run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(faithfulness_photos=-1),
+        dict(faithfulness_steps=0),
+        dict(faithfulness_methods=("nonsense",)),
+        dict(max_ood_photos=0),
+    ],
+)
+def test_options_reject_nonsense(bad):
+    from monkeysee.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        ReportOptions(**bad)
