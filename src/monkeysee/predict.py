@@ -143,9 +143,12 @@ class Predictor:
         x = torch.stack([self.transform(im) for im in images])
         logits, feats = self.logits_and_features(x)
         names = sources or [f"image{i}" for i in range(len(images))]
-        return self._decide(logits.numpy(), feats.numpy(), names, top_k)
+        return self.decide(logits.numpy(), feats.numpy(), names, top_k)
 
-    def _decide(self, logits: np.ndarray, feats: np.ndarray, sources: Sequence[str], top_k: int):
+    def decide(
+        self, logits: np.ndarray, feats: np.ndarray, sources: Sequence[str], top_k: int
+    ) -> list[Prediction]:
+        """Top-k species and the unknown verdict from logits and pooled features (one row per photo)."""
         probs = softmax(logits)
         k = max(1, min(top_k, probs.shape[1]))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]

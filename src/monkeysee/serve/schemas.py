@@ -1,0 +1,115 @@
+"""What the web API sends back, as pydantic models: they validate every response and document the
+OpenAPI schema, so the JSON that browsers and scripts read is the JSON the schema promises."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SpeciesInfo(_Model):
+    """A species the model knows."""
+
+    index: int = Field(description="class index in the model's output")
+    label: str = Field(description="class folder name used at training time, e.g. 'n0'")
+    common_name: str = Field(description="e.g. 'mantled howler'")
+    latin_name: str = Field(description="binomial name, e.g. 'Alouatta palliata'; empty when unknown")
+
+
+class SpeciesList(_Model):
+    species: list[SpeciesInfo]
+
+
+class Guess(_Model):
+    """One candidate species with the model's probability for it."""
+
+    index: int
+    label: str
+    common_name: str
+    latin_name: str
+    probability: float = Field(ge=0.0, le=1.0, description="softmax probability (not calibrated)")
+
+
+class Box(_Model):
+    """The part of the photo the model looked at (its centre crop), as fractions of the photo's size."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+
+
+class Cam(_Model):
+    """A Grad-CAM explanation of the best guess: where the model looked for that species."""
+
+    method: str = Field(description="explanation method, e.g. 'gradcam'")
+    layer: str = Field(description="model layer explained, e.g. 'body.head'")
+    species: str = Field(description="common name of the species the map explains (the best guess)")
+    overlay: str = Field(
+        description="data:image/png;base64 URL: the crop the model saw, with the map blended over it"
+    )
+    heatmap: str | None = Field(
+        default=None,
+        description="data:image/png;base64 URL (RGBA) with the photo's aspect ratio: the coloured map over "
+        "the crop, more opaque where it is hotter, transparent outside the crop; lay it over the photo "
+        "stretched to the same size (only when heatmap=true)",
+    )
+    box: Box
+
+
+class Photo(_Model):
+    """The uploaded photo as decoded (upright, after the EXIF orientation)."""
+
+    width: int
+    height: int
+
+
+class DetectorInfo(_Model):
+    """The 'not one of my species' detector: photos scoring above `threshold` are called unknown."""
+
+    name: str
+    threshold: float
+    keep: float | None = Field(
+        description="share of known validation photos the threshold accepts; null when set by hand"
+    )
+
+
+class PredictResponse(_Model):
+    """The answer for one photo."""
+
+    species: str = Field(description="common name of the best guess (the nearest species when unknown)")
+    latin_name: str
+    label: str
+    probability: float = Field(ge=0.0, le=1.0)
+    unknown: bool = Field(description="true when the photo looks like none of the known species")
+    unknown_score: float | None = Field(description="higher means more unlike the known species; "
+                                                    "null when the model has no detector")
+    detector: DetectorInfo | None
+    top: list[Guess]
+    photo: Photo
+    cam: Cam | None = Field(default=None, description="null when cam=false")
+
+
+class Health(_Model):
+    status: str = Field(description="'ok' when the model is loaded and answering")
+    version: str = Field(description="monkeysee version")
+    backbone: str
+    species_count: int
+    input_size: int
+    explain_layer: str
+    precision: str = Field(description="inference precision: fp32 or bf16")
+    detector: DetectorInfo | None
+
+
+class ErrorResponse(_Model):
+    """Every error, whatever its status: a short code, what went wrong, and how to fix it."""
+
+    error: str = Field(description="machine-readable code, e.g. 'not_an_image', 'too_large'")
+    detail: str = Field(description="what went wrong, for people")
+    fix: str | None = Field(default=None, description="what to do about it")
+    errors: list[dict[str, Any]] | None = Field(default=None, description="per-field validation errors")

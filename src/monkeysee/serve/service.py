@@ -1,0 +1,351 @@
+"""The model side of the web app: photo bytes in, a prediction and its Grad-CAM out.
+
+Concurrent requests are gathered into micro-batches by one model thread (whatever is waiting when the
+model frees up goes in together, so an idle server adds no delay). A batch that wants explanations takes
+one forward pass with the explained layer hooked, then one `torch.autograd.grad` with respect to that
+layer's activation: the logits, the pooled features for the unknown detector and the Grad-CAM all come
+from the same pass. Decoding, preprocessing and PNG encoding run in the request threads, in parallel.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from monkeysee.data.images import load_rgb_bytes
+from monkeysee.data.transforms import denormalize
+from monkeysee.errors import ImageError, MonkeyseeError
+from monkeysee.explain import render
+from monkeysee.explain.engine import normalize01, upsample
+from monkeysee.explain.layers import Capture, forward_hook, resolve_layer
+from monkeysee.explain.methods import METHODS, LayerPass, Probe
+from monkeysee.models import Preprocess
+from monkeysee.models.unknown import UnknownDetector
+from monkeysee.predict import Prediction, Predictor
+from monkeysee.runtime import autocast
+
+CAM_METHOD = "gradcam"
+MAX_ASPECT = 20.0
+"""Longest side over shortest side; beyond it the resize to the model's input would explode in memory."""
+
+HEAT_OPACITY = (0.15, 0.75)
+"""Opacity of the heatmap layer where the map is 0 and where it is 1."""
+
+PNG_LEVEL = 1
+"""zlib level for the PNGs: 1 is several times faster than the default 6 and only slightly larger."""
+
+
+class PhotoRejected(MonkeyseeError):
+    """An upload that is not a usable photo, with the HTTP status and error code to answer with."""
+
+    def __init__(self, status: int, code: str, problem: str, fix: str = "", path: str | None = None) -> None:
+        super().__init__(problem, fix, path)
+        self.status = status
+        self.code = code
+
+
+# ImageError problems by their opening words -> (HTTP status, error code). Anything else is 422.
+_IMAGE_ERRORS: tuple[tuple[str, int, str], ...] = (
+    ("upload is empty", 400, "empty_upload"),
+    ("file is empty", 400, "empty_upload"),
+    ("not an image", 415, "not_an_image"),
+    ("image has too many pixels", 413, "too_many_pixels"),
+    ("not enough memory", 413, "too_many_pixels"),
+    ("truncated or corrupt", 422, "corrupt_image"),
+)
+
+
+def rejection(exc: ImageError) -> PhotoRejected:
+    """The HTTP answer for a photo that could not be read."""
+    for start, status, code in _IMAGE_ERRORS:
+        if exc.problem.startswith(start):
+            return PhotoRejected(status, code, exc.problem, exc.fix, exc.path)
+    return PhotoRejected(422, "unreadable_image", exc.problem, exc.fix, exc.path)
+
+
+@dataclass(frozen=True)
+class CamImages:
+    """A Grad-CAM drawn for the web: PNG data URLs and the crop's place in the photo."""
+
+    method: str
+    layer: str
+    species: str
+    overlay: str
+    heatmap: str | None
+    box: tuple[float, float, float, float]  # left, top, width, height as fractions of the photo
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Everything the API says about one photo."""
+
+    prediction: Prediction
+    width: int
+    height: int
+    cam: CamImages | None
+
+
+@dataclass(frozen=True)
+class _Job:
+    image: Image.Image  # decoded RGB photo
+    cam: bool
+
+
+@dataclass(frozen=True)
+class _Output:
+    logits: np.ndarray  # (classes,)
+    features: np.ndarray  # (features,)
+    cam: np.ndarray | None  # (H, W) in [0, 1] at the model's input size
+    seen: np.ndarray | None  # (H, W, 3) uint8: the crop the model saw, to draw the map on
+
+
+class PhotoService:
+    """Answers photos with one shared Predictor; safe to call from any number of threads."""
+
+    def __init__(self, predictor: Predictor, max_pixels: int, max_batch: int = 8,
+                 alpha: float = 0.5, cmap: str = render.DEFAULT_CMAP) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        self.predictor = predictor
+        self.max_pixels = max_pixels
+        self.alpha = alpha
+        self.cmap = cmap
+        self.layer_name, self.layer = resolve_layer(predictor.model, predictor.run.manifest.explain_layer)
+        self._worker = _BatchWorker(self._run_batch, max_batch)
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path, *, max_pixels: int, max_batch: int = 8,
+                     unknown_threshold: float | None = None, precision: str = "auto") -> PhotoService:
+        """Load a run; `unknown_threshold` overrides its detector's threshold, and for a run without one
+        calls photos unknown when 1 - top probability is above it (max-softmax)."""
+        predictor = Predictor.from_run_dir(run_dir, precision=precision, unknown_threshold=unknown_threshold)
+        if predictor.detector is None and unknown_threshold is not None:
+            predictor.detector = UnknownDetector("max_softmax", float(unknown_threshold), None)
+        return cls(predictor, max_pixels=max_pixels, max_batch=max_batch)
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.predictor.run.manifest.preprocess
+
+    def open(self) -> None:
+        """Start a model thread if the last one was closed (an ASGI app may be started more than once)."""
+        if self._worker.closed:
+            self._worker = _BatchWorker(self._worker.run, self._worker.max_batch)
+
+    def close(self) -> None:
+        """Stop the model thread once the batches already queued are answered."""
+        self._worker.close()
+
+    def read(self, data: bytes, name: str = "upload") -> Image.Image:
+        """Decode an upload by its content, or raise PhotoRejected saying why not."""
+        try:
+            image = load_rgb_bytes(data, name, self.max_pixels)
+        except ImageError as exc:
+            raise rejection(exc) from None
+        w, h = image.size
+        if max(w, h) > MAX_ASPECT * min(w, h):
+            raise PhotoRejected(422, "bad_shape", f"photo is {w}x{h} pixels, too long and thin to classify",
+                                f"crop it to a shape no longer than {MAX_ASPECT:g}:1", name)
+        return image
+
+    def answer(self, data: bytes, name: str = "upload", top_k: int = 3, cam: bool = True,
+               heatmap: bool = False) -> Answer:
+        """Predict the species of one uploaded photo, with its Grad-CAM when `cam`."""
+        image = self.read(data, name)
+        out = self._worker.submit(_Job(image, cam)).result()
+        k = max(1, min(top_k, len(self.predictor.species)))
+        prediction = self.predictor.decide(out.logits[None], out.features[None], [name], k)[0]
+        images = None
+        if out.cam is not None:
+            target = int(np.argmax(out.logits))
+            images = self._draw(out, image.size, self.predictor.species[target].display_name, heatmap)
+        return Answer(prediction, image.width, image.height, images)
+
+    # --- drawing (request threads) ------------------------------------------------------------------
+
+    def _draw(self, out: _Output, size: tuple[int, int], species: str, heatmap: bool) -> CamImages:
+        assert out.cam is not None and out.seen is not None
+        overlay = render.overlay(out.seen, out.cam, self.alpha, self.cmap)
+        box = crop_box(size, self.preprocess)
+        layer = heatmap_layer(out.cam, box, self.cmap) if heatmap else None
+        return CamImages(CAM_METHOD, self.layer_name, species, png_data_url(overlay),
+                         None if layer is None else png_data_url(layer), box)
+
+    # --- the model (its own thread) -----------------------------------------------------------------
+    # Every torch op runs on this one thread: torch ops started from several request threads at once
+    # would each bring their own OpenMP team, and on a small machine those teams fight over the cores.
+
+    def _run_batch(self, jobs: Sequence[_Job]) -> list[_Output | BaseException]:
+        """One output per job; a photo the transform chokes on fails alone, not its batch-mates."""
+        results: list[_Output | BaseException] = []
+        inputs: list[torch.Tensor] = []
+        for job in jobs:
+            try:
+                inputs.append(self.predictor.transform(job.image))
+                results.append(_PENDING)
+            except Exception as exc:
+                results.append(exc)
+        todo = [j for j, r in zip(jobs, results, strict=True) if r is _PENDING]
+        if not todo:
+            return results
+        x = torch.stack(inputs)
+        cams = seen = None
+        if any(j.cam for j in todo):
+            logits, feats, cams = self._forward_with_cam(x)
+            seen = denormalize(x, self.preprocess).mul(255).round().to(torch.uint8)
+            seen = seen.permute(0, 2, 3, 1).numpy()
+        else:
+            logits, feats = self.predictor.logits_and_features(x)
+        outputs = iter(
+            _Output(logits[i].numpy(), feats[i].numpy(),
+                    cams[i] if cams is not None and j.cam else None,
+                    seen[i] if seen is not None and j.cam else None)
+            for i, j in enumerate(todo)
+        )
+        return [next(outputs) if r is _PENDING else r for r in results]
+
+    def _forward_with_cam(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """Logits, pooled features and the Grad-CAM of the top class, from one forward pass."""
+        p = self.predictor
+        model = p.model
+        x = x.to(p.device)
+        if p.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        layer = Capture(self.layer_name, track_grad=True)
+        pooled = Capture("head.pool")
+        # The hooks are on the shared model: hold the predictor's lock while they are in place.
+        with p.lock, forward_hook(self.layer, layer), forward_hook(model.head.pool, pooled):
+            with torch.no_grad(), autocast(p.precision, p.device):  # grad switches on at the layer
+                out = model(x)
+            with torch.enable_grad():
+                logits = out.float()
+                targets = logits.detach().argmax(dim=1)
+                score = logits.gather(1, targets[:, None]).sum()
+            activation = layer.result()
+            (grads,) = torch.autograd.grad(score, activation)
+        lp = LayerPass(activation.detach().float(), grads.float(), logits.detach(), targets,
+                       Probe(model, self.layer_name, self.layer, x))
+        raw = F.relu(METHODS[CAM_METHOD]().map(lp).detach().float())
+        cams = normalize01(upsample(raw, tuple(x.shape[-2:])))
+        feats = pooled.result().flatten(1).float()
+        return logits.detach().cpu(), feats.cpu(), cams.cpu().numpy()
+
+
+def crop_box(size: tuple[int, int], pre: Preprocess) -> tuple[float, float, float, float]:
+    """Where the eval transform's centre crop lies in a photo of `size` (w, h), as fractions."""
+    w, h = size
+    short, long = min(w, h), max(w, h)
+    # The same arithmetic as torchvision's Resize(int) then CenterCrop.
+    new_short, new_long = pre.resize_size, int(pre.resize_size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    crop = pre.input_size
+    left = round((new_w - crop) / 2.0)
+    top = round((new_h - crop) / 2.0)
+    fractions = (left / new_w, top / new_h, crop / new_w, crop / new_h)
+    return tuple(min(max(f, 0.0), 1.0) for f in fractions)  # type: ignore[return-value]
+
+
+def heatmap_layer(cam: np.ndarray, box: tuple[float, float, float, float], cmap: str = render.DEFAULT_CMAP,
+                  opacity: tuple[float, float] = HEAT_OPACITY) -> np.ndarray:
+    """RGBA picture with the photo's aspect ratio: the coloured map over the crop, transparent elsewhere.
+
+    Opacity follows the map from `opacity[0]` (where the model did not look: a light tint that still shows
+    the crop) to `opacity[1]`, so the photo stays visible under the cold parts. The crop keeps the map's
+    own resolution, so the picture is small; browsers scale it onto the photo.
+    """
+    left, top, bw, bh = box
+    ch, cw = cam.shape
+    width = max(cw, math.ceil(cw / bw)) if bw > 0 else cw
+    height = max(ch, math.ceil(ch / bh)) if bh > 0 else ch
+    picture = np.zeros((height, width, 4), dtype=np.uint8)
+    x0 = min(round(left * width), width - cw)
+    y0 = min(round(top * height), height - ch)
+    picture[y0 : y0 + ch, x0 : x0 + cw, :3] = render.heatmap(cam, cmap)
+    lo, hi = opacity
+    picture[y0 : y0 + ch, x0 : x0 + cw, 3] = np.rint(255 * (lo + (hi - lo) * np.clip(cam, 0.0, 1.0)))
+    return picture
+
+
+def png_data_url(picture: np.ndarray) -> str:
+    """An RGB or RGBA uint8 array as a `data:image/png;base64,` URL, compressed quickly."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(picture)).save(buf, format="PNG", compress_level=PNG_LEVEL)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+_STOP = object()
+_PENDING: Any = object()
+BatchRunner = Callable[[Sequence[_Job]], list["_Output | BaseException"]]
+"""Runs a batch of jobs: one output, or the exception that job failed with, per job."""
+
+
+class _BatchWorker:
+    """One thread that runs jobs in batches of whatever is waiting, up to `max_batch`."""
+
+    def __init__(self, run: BatchRunner, max_batch: int) -> None:
+        self.run = run
+        self.max_batch = max_batch
+        self.closed = False
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="monkeysee-model", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: _Job) -> Future:
+        future: Future = Future()
+        if self.closed:
+            raise RuntimeError("the model worker is closed")
+        self._queue.put((job, future))
+        return future
+
+    def close(self, timeout: float = 10.0) -> None:
+        if not self.closed:
+            self.closed = True
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            self._answer(batch)
+
+    def _answer(self, batch: list[tuple[_Job, Future]]) -> None:
+        live = [(job, fut) for job, fut in batch if fut.set_running_or_notify_cancel()]
+        if not live:
+            return
+        try:
+            outputs = self.run([job for job, _ in live])
+        except BaseException as exc:  # handed to the waiting requests, which report it as a server error
+            for _, fut in live:
+                fut.set_exception(exc)
+            return
+        for (_, fut), out in zip(live, outputs, strict=True):
+            if isinstance(out, BaseException):
+                fut.set_exception(out)
+            else:
+                fut.set_result(out)

@@ -1,0 +1,216 @@
+// monkeysee web page: send a photo to /api/predict, show the answer and where the model looked.
+// Plain JavaScript, no libraries; server text is always inserted with textContent, never as HTML.
+"use strict";
+
+const MAX_SIDE = 1600;          // photos are shrunk to this before upload (the model needs far less)
+const SHRINK_ABOVE = 1.5e6;     // bytes; smaller files are sent as they are
+const UNSURE_BELOW = 0.5;       // a best guess under this probability is worded as a doubt
+
+const $ = (id) => document.getElementById(id);
+const form = $("upload");
+const input = $("photo");
+const view = $("view");
+const shown = $("shown");
+const heat = $("heat");
+const toggle = $("toggle");
+const heatNote = $("heat-note");
+const result = $("result");
+let hasDetector = true;
+let current = 0;                // id of the newest request; older answers are ignored
+let shownUrl = null;
+
+function el(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = text;
+  if (className) node.className = className;
+  return node;
+}
+
+function percent(p) {
+  const v = p * 100;
+  return v >= 99.5 ? "over 99%" : v < 1 ? "under 1%" : `${Math.round(v)}%`;
+}
+
+function showPhoto(file) {
+  if (shownUrl) URL.revokeObjectURL(shownUrl);
+  shownUrl = URL.createObjectURL(file);
+  shown.src = shownUrl;
+  heat.hidden = true;
+  heat.removeAttribute("src");
+  toggle.disabled = true;
+  heatNote.hidden = true;
+  view.hidden = false;
+}
+
+// Shrink big photos in the browser: a phone's 12-megapixel JPEG uploads and decodes much faster at
+// 1600 px, and the model looks at 224 px anyway. Anything the browser cannot draw is sent unchanged.
+async function shrink(file) {
+  if (file.size <= SHRINK_ABOVE || !window.HTMLCanvasElement) return file;
+  const url = URL.createObjectURL(file);
+  try {
+    const img = new Image();
+    img.src = url;
+    await img.decode();
+    const scale = Math.min(1, MAX_SIDE / Math.max(img.naturalWidth, img.naturalHeight));
+    if (scale === 1) return file;
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.round(img.naturalWidth * scale);
+    canvas.height = Math.round(img.naturalHeight * scale);
+    canvas.getContext("2d").drawImage(img, 0, 0, canvas.width, canvas.height);
+    const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.9));
+    return blob ? new File([blob], file.name.replace(/\.[^.]*$/, "") + ".jpg", {type: "image/jpeg"}) : file;
+  } catch {
+    return file;
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+}
+
+async function send(file) {
+  const id = ++current;
+  showPhoto(file);
+  result.replaceChildren(el("p", "Looking at your photo…", "busy"));
+  result.setAttribute("aria-busy", "true");
+  let answer;
+  try {
+    const body = new FormData();
+    body.append("photo", await shrink(file), file.name || "photo");
+    const response = await fetch("/api/predict?heatmap=true", {method: "POST", body});
+    let data = null;
+    try { data = await response.json(); } catch { /* not JSON: handled below */ }
+    if (id !== current) return;
+    if (!response.ok || !data) {
+      showError(data && data.detail ? data.detail : `The server answered ${response.status}.`,
+                data && data.fix);
+      return;
+    }
+    answer = data;
+  } catch (err) {
+    if (id === current) showError("Could not reach the server.", "Check the connection and try again.");
+    return;
+  } finally {
+    if (id === current) result.removeAttribute("aria-busy");
+  }
+  showAnswer(answer);
+}
+
+function showError(detail, fix) {
+  const box = el("div", null, "error");
+  box.setAttribute("role", "alert");
+  box.append(el("p", "I could not use that photo."), el("p", detail));
+  if (fix) box.append(el("p", fix, "fix"));
+  result.replaceChildren(box);
+}
+
+function names(guess) {
+  const span = el("span");
+  span.append(el("span", guess.common_name, "common-inline"));
+  if (guess.latin_name) span.append(" (", el("i", guess.latin_name), ")");
+  return span;
+}
+
+function confidence(p) {
+  const wrap = el("div", null, "confidence");
+  const meter = el("meter");
+  meter.min = 0; meter.max = 1; meter.value = p;
+  meter.setAttribute("aria-hidden", "true");
+  wrap.append(el("span", `${percent(p)} sure`), meter);
+  return wrap;
+}
+
+function showAnswer(a) {
+  const parts = [];
+  if (a.unknown) {
+    const box = el("div", null, "unknown");
+    box.append(
+      el("h2", "Not one of my species"),
+      el("p", "This photo does not look like any of the monkeys I was trained on. It may be another " +
+              "animal, or the photo may be too dark, blurry or far away."),
+    );
+    const hint = el("p", null, "hint");
+    hint.append("Nearest species I know: ", names(a.top[0]), ". Treat that as a hint only.");
+    box.append(hint);
+    parts.push(box);
+  } else {
+    const card = el("div", null, "answer");
+    card.append(el("p", "This looks like", "lead"), el("h2", a.species, "common"));
+    if (a.latin_name) card.append(el("p", a.latin_name, "latin"));
+    card.append(confidence(a.probability));
+    if (a.probability < UNSURE_BELOW) {
+      card.append(el("p", hasDetector
+        ? "I am not sure: compare the other possibilities below."
+        : "I am not sure. It could also be an animal I do not know: I cannot tell those apart.", "doubt"));
+    }
+    parts.push(card);
+  }
+  const others = a.top.slice(1);
+  if (others.length) {
+    const list = el("ol", null, "others");
+    for (const g of others) {
+      const li = el("li");
+      li.append(names(g), el("span", percent(g.probability), "p"));
+      list.append(li);
+    }
+    parts.push(el("h3", a.unknown ? "Next nearest" : "Other possibilities"), list);
+  }
+  result.replaceChildren(...parts);
+
+  if (a.cam && a.cam.heatmap) {
+    heat.src = a.cam.heatmap;
+    heat.alt = `Heatmap: the brighter the colour, the more that part of the photo counted for ` +
+               `“${a.cam.species}”`;
+    toggle.disabled = false;
+    heat.hidden = !toggle.checked;
+    heatNote.hidden = !toggle.checked;
+  }
+}
+
+shown.addEventListener("error", () => { view.hidden = true; });  // not a picture the browser can show
+
+toggle.addEventListener("change", () => {
+  heat.hidden = !toggle.checked || !heat.getAttribute("src");
+  heatNote.hidden = heat.hidden;
+});
+
+input.addEventListener("change", () => {
+  if (input.files && input.files[0]) send(input.files[0]);
+});
+
+form.addEventListener("submit", (e) => e.preventDefault());
+for (const type of ["dragenter", "dragover"]) {
+  form.addEventListener(type, (e) => { e.preventDefault(); form.classList.add("over"); });
+}
+for (const type of ["dragleave", "drop"]) {
+  form.addEventListener(type, () => form.classList.remove("over"));
+}
+form.addEventListener("drop", (e) => {
+  e.preventDefault();
+  const file = e.dataTransfer && e.dataTransfer.files[0];
+  if (file) send(file);
+});
+
+async function describeModel() {
+  try {
+    const [health, species] = await Promise.all([
+      fetch("/health").then((r) => r.json()),
+      fetch("/api/species").then((r) => r.json()),
+    ]);
+    hasDetector = Boolean(health.detector);
+    const list = $("species-list");
+    list.replaceChildren(...species.species.map((s) => {
+      const li = el("li");
+      li.append(names(s));
+      return li;
+    }));
+    if (!hasDetector) {
+      document.querySelector("#known .note").textContent =
+        "This model cannot tell when an animal is none of these: for other animals it will still name " +
+        "the nearest one, usually with low confidence.";
+    }
+    $("about").textContent = `monkeysee ${health.version} · ${health.backbone} · ` +
+                             `${health.species_count} species`;
+  } catch {
+    /* the page still works without the description */
+  }
+}
+describeModel();

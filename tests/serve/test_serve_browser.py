@@ -1,0 +1,106 @@
+"""The page in headless Chromium: upload a photo, read the species, see and toggle the heatmap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from monkeysee.serve import ServeConfig, create_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="Playwright for Python is not installed (pip install playwright)")
+    if not CHROMIUM.is_file():
+        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A phone-sized page that records console errors and every URL it asks for."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+    pg = context.new_page()
+    pg.console_errors = []
+    pg.requested = []
+    pg.on("console", lambda m: m.type == "error" and pg.console_errors.append(m.text))
+    pg.on("pageerror", lambda e: pg.console_errors.append(str(e)))
+    pg.on("request", lambda r: pg.requested.append(r.url))
+    yield pg
+    context.close()
+
+
+def upload(page, url: str, path: Path) -> None:
+    page.goto(url + "/")
+    page.locator("#about", has_text="species").wait_for()  # the model description has loaded
+    page.set_input_files("#photo", str(path))
+    page.wait_for_selector("#result .answer, #result .unknown, #result .error", timeout=30_000)
+
+
+def test_upload_shows_species_and_toggles_the_heatmap(page, server_url, make_photo, tmp_path):
+    photo = tmp_path / "monkey.jpg"
+    photo.write_bytes(make_photo((160, 120), seed=30))
+    expected = httpx.post(f"{server_url}/api/predict", params={"cam": "false"},
+                          files={"photo": ("monkey.jpg", photo.read_bytes(), "image/jpeg")}).json()
+
+    upload(page, server_url, photo)
+    assert page.locator("#result .common").inner_text().lower() == expected["species"]
+    assert page.locator("#result .latin").inner_text() == expected["latin_name"]
+    assert "sure" in page.locator("#result .confidence").inner_text()
+    assert page.locator("#result").get_attribute("aria-live") == "polite"
+    assert page.locator("#shown").get_attribute("src").startswith("blob:")
+
+    heat = page.locator("#heat")
+    toggle = page.get_by_label("Show where I looked")
+    assert heat.is_visible() and heat.get_attribute("src").startswith("data:image/png;base64,")
+    assert expected["species"] in heat.get_attribute("alt")
+    box, photo_box = heat.bounding_box(), page.locator("#shown").bounding_box()
+    assert box == pytest.approx(photo_box, abs=1)  # laid exactly over the photo
+    toggle.uncheck()
+    assert heat.is_hidden()
+    toggle.check()
+    assert heat.is_visible()
+
+    width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], "the page scrolls sideways on a phone"
+    page.screenshot(path=str(tmp_path / "result.png"), full_page=True)
+    assert page.console_errors == []
+    assert all(u.startswith((server_url, "data:", "blob:")) for u in page.requested), page.requested
+
+
+def test_a_file_that_is_not_a_photo_shows_the_reason(page, server_url, tmp_path):
+    fake = tmp_path / "holiday.jpg"
+    fake.write_text("not a photo at all")
+    upload(page, server_url, fake)
+    alert = page.locator("#result [role=alert]")
+    assert "not an image" in alert.inner_text()
+    assert page.locator("#heat").is_hidden() and page.get_by_label("Show where I looked").is_disabled()
+    page.locator("#view").wait_for(state="hidden")  # no broken-image icon for a file that is no picture
+
+
+def test_unknown_animals_are_named_as_such(page, serve, detector_run_dir, make_photo, tmp_path):
+    photo = tmp_path / "hen.png"
+    photo.write_bytes(make_photo((120, 160), seed=31, fmt="PNG"))
+    app = create_app(ServeConfig(detector_run_dir, unknown_threshold=-1e12))
+    with serve(app) as url:
+        upload(page, url, photo)
+        card = page.locator("#result .unknown")
+        assert card.locator("h2").inner_text() == "Not one of my species"
+        nearest = httpx.get(f"{url}/api/species").json()["species"]
+        assert any(s["common_name"] in card.inner_text().lower() for s in nearest)
+        assert "hint only" in card.inner_text()
+        assert page.locator("#heat").is_visible()
+        page.screenshot(path=str(tmp_path / "unknown.png"), full_page=True)
+    assert page.console_errors == []
