@@ -95,6 +95,18 @@ def test_explain_defaults_to_gradcam_on_the_recorded_layer(run_dir, photo_dir, t
     ]
 
 
+def test_precision_defaults_to_auto_and_is_recorded(run_dir, photo_dir, tmp_path, capsys):
+    from monkeysee.runtime import bf16_supported
+
+    photo = str(photo_dir / "n0" / "n0_0.jpg")
+    assert main(["explain", str(run_dir), photo, "--out", str(tmp_path / "auto")]) == 0
+    auto = "bf16" if bf16_supported() else "fp32"
+    assert json.loads((tmp_path / "auto" / "gradcam.json").read_text())["precision"] == auto
+    assert f"{auto} passes" in capsys.readouterr().out
+    assert main(["explain", str(run_dir), photo, "--precision", "fp32", "--out", str(tmp_path / "fp32")]) == 0
+    assert json.loads((tmp_path / "fp32" / "gradcam.json").read_text())["precision"] == "fp32"
+
+
 def test_bad_photo_is_a_clear_error(run_dir, tmp_path, capsys):
     bad = tmp_path / "notes.jpg"
     bad.write_text("not a photo")

@@ -135,6 +135,13 @@ def test_inputs_made_under_inference_mode_can_still_be_explained(cnn, photos):
     np.testing.assert_allclose(res.maps, explain(cnn, photos)["gradcam"].maps, atol=1e-6)
 
 
+def test_targets_made_under_inference_mode_can_still_be_explained(cnn, photos):
+    with torch.inference_mode():
+        predicted = cnn(photos).argmax(dim=1)
+    res = explain(cnn, photos, methods=("gradcam",), targets=predicted)["gradcam"]
+    np.testing.assert_array_equal(res.maps, explain(cnn, photos)["gradcam"].maps)
+
+
 def test_unknown_layer_lists_the_stages(cnn, photos):
     with pytest.raises(ConfigError) as info:
         explain(cnn, photos, "body.stage9")

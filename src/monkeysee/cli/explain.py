@@ -56,6 +56,13 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         default=32,
         help="perturbed copies per pass for scorecam/ablationcam; bounds memory (default: 32)",
     )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="arithmetic of the model passes: auto = bf16 where the CPU/GPU has it (maps are formed in "
+        "float32 either way), bf16 or fp32 (default: auto)",
+    )
     g = p.add_argument_group("faithfulness evaluation")
     g.add_argument(
         "--evaluate",
@@ -104,7 +111,7 @@ def _explain(args: argparse.Namespace, loaded) -> int:
     from monkeysee.explain.result import CamResult, file_safe
 
     methods = resolve_methods(args.methods or ["gradcam"])
-    explainer = Explainer.from_run(loaded, layer=args.layer)
+    explainer = Explainer.from_run(loaded, layer=args.layer, precision=args.precision)
     target = explainer.target(args.species)  # a bad name fails before any photo is read
     names = photo_names(args.photos)
     parts: dict[str, list[CamResult]] = {m: [] for m in methods}
@@ -124,7 +131,7 @@ def _explain(args: argparse.Namespace, loaded) -> int:
         predicted = explainer.class_names[first.predicted_indices[i]] if explainer.class_names else ""
         print(
             f"{name}: explaining {first.target_names[i]} (p={first.target_probabilities[i]:.3f}; "
-            f"predicted {predicted}) at layer {first.layer}"
+            f"predicted {predicted}) at layer {first.layer}, {first.precision} passes"
         )
         if len(methods) > 1:
             overlays = {results[m].method: results[m].overlays(args.alpha, args.cmap)[i] for m in methods}
@@ -152,7 +159,7 @@ def _evaluate(args: argparse.Namespace, loaded) -> int:
 
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, not {args.n}", fix="pass e.g. --n 16")
-    explainer = Explainer.from_run(loaded, layer=args.layer)
+    explainer = Explainer.from_run(loaded, layer=args.layer, precision=args.precision)
     candidates, source = candidate_photos(args.run_dir, args.data)
     chosen, tensors = [], []
     for path in candidates:
@@ -179,6 +186,7 @@ def _evaluate(args: argparse.Namespace, loaded) -> int:
         steps=args.steps,
         batch_size=args.batch_size,
         chunk_size=args.chunk_size,
+        precision=explainer.precision,
     )
     print(report.table())
     path = report.save(args.out, {"photos": [str(p) for p in chosen], "source": source})

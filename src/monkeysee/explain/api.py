@@ -15,7 +15,7 @@ from monkeysee.checkpoint import LoadedRun
 from monkeysee.data.species import Species
 from monkeysee.data.transforms import denormalize, eval_transform
 from monkeysee.explain.activations import layer_activations
-from monkeysee.explain.engine import explain
+from monkeysee.explain.engine import checked_precision, explain
 from monkeysee.explain.layers import resolve_layer
 from monkeysee.explain.result import CamResult
 from monkeysee.explain.targets import resolve_species
@@ -27,26 +27,34 @@ class Explainer:
     """A model with its preprocessing, species and default layer, ready to explain PIL photos.
 
     Build it with `Explainer.from_run(load_run(run_dir))`, or directly for a plain backbone.
+    `precision` ("auto", "bf16" or "fp32") is resolved once for the model's device: "auto" runs the
+    model passes in bf16 where the hardware has it, as prediction does; maps are formed in float32.
+    The `monkeysee explain` CLI passes "auto"; the default here is "fp32", so that unless asked
+    otherwise the maps equal those of a plain `explain()` call bit for bit.
     """
 
     model: nn.Module
     preprocess: Preprocess
     species: tuple[Species, ...] = ()
     layer: str | None = None
+    precision: str = "fp32"
     _transform: object = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.layer = resolve_layer(self.model, self.layer)[0]  # fail early on a bad name
+        param = next(self.model.parameters(), None)
+        self.precision = checked_precision(self.precision, param.device if param is not None else "cpu")
         self._transform = eval_transform(self.preprocess)
 
     @classmethod
-    def from_run(cls, run: LoadedRun, layer: str | None = None) -> Explainer:
+    def from_run(cls, run: LoadedRun, layer: str | None = None, precision: str = "fp32") -> Explainer:
         """Use the run's model, preprocessing, species and recorded explanation layer."""
         return cls(
             run.model,
             run.manifest.preprocess,
             tuple(run.manifest.species),
             layer or run.manifest.explain_layer,
+            precision,
         )
 
     @property
@@ -89,6 +97,7 @@ class Explainer:
             images=seen,
             names=names,
             chunk_size=chunk_size,
+            precision=self.precision,
         )
 
     def activations(

@@ -4,6 +4,10 @@ All requested methods share one forward pass; the gradient methods also share on
 taken with `torch.autograd.grad` with respect to the hooked activation only (so no weight gradients
 are computed and none are left behind, and frozen models need no `requires_grad` changes).
 The model is evaluated in eval mode and left exactly as found: modes, flags, `.grad`, hooks, weights.
+
+With `precision="bf16"` the model's passes run under autocast (the weights stay float32); the
+activations, gradients and logits are cast to float32 before any map is formed, so every method and
+the normalisation do their arithmetic in float32 on the bf16 pass's values.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from monkeysee.errors import ConfigError
 from monkeysee.explain.layers import Capture, ExplainError, LayerRef, evaluating, forward_hook, resolve_layer
 from monkeysee.explain.methods import METHODS, LayerPass, Probe, channels_last, resolve_methods
 from monkeysee.explain.result import CamResult
 from monkeysee.explain.targets import TargetSpec, target_tensor
+from monkeysee.runtime import autocast, resolve_precision
 
 NORMALIZE_EPS = 1e-6
 
@@ -53,6 +59,7 @@ def explain(
     images: np.ndarray | None = None,
     names: Sequence[str] | None = None,
     chunk_size: int = 32,
+    precision: str = "fp32",
 ) -> dict[str, CamResult]:
     """Class activation maps of a batch `x` (B, 3, H, W) for each method in `methods`.
 
@@ -60,7 +67,9 @@ def explain(
     class to explain: None for each photo's prediction, one index, or one per photo. `class_names`
     names the classes in the results, `images` (B, H, W, 3 uint8) are kept for overlays and `names`
     name the photos in saved files. `chunk_size` bounds how many perturbed copies Score-CAM and
-    Ablation-CAM send through the model at once. Returns {method name: CamResult}.
+    Ablation-CAM send through the model at once. `precision` is the model passes' arithmetic: "fp32"
+    (exact, the default here), "bf16" (autocast) or "auto" (bf16 where the hardware has it; what
+    `Explainer` and the CLI use). Returns {method name: CamResult}.
     """
     method_names = resolve_methods(list(methods) if not isinstance(methods, str) else methods)
     layer_name, module = resolve_layer(model, layer)
@@ -74,6 +83,7 @@ def explain(
             "or use a gradient-free method: eigencam, scorecam or ablationcam",
         )
     x = _as_batch(x, model)
+    precision = checked_precision(precision, x.device)
     if images is not None and (images.shape[:3] != (len(x), *x.shape[-2:]) or images.dtype != np.uint8):
         raise ExplainError(
             f"images must be uint8 (B, H, W, 3) matching the photos, got {images.dtype} "
@@ -85,7 +95,7 @@ def explain(
     results: dict[str, CamResult] = {}
     with evaluating(model):
         start = time.perf_counter()
-        p = _layer_pass(model, x, layer_name, module, targets, need_grad, chunk_size)
+        p = _layer_pass(model, x, layer_name, module, targets, need_grad, chunk_size, precision)
         shared = time.perf_counter() - start
         probs = torch.softmax(p.logits, dim=1).gather(1, p.targets[:, None])[:, 0]
         logits = p.logits.gather(1, p.targets[:, None])[:, 0]
@@ -111,8 +121,17 @@ def explain(
                 names=tuple(names) if names is not None else tuple(f"photo{i}" for i in range(len(x))),
                 images=images,
                 seconds=shared + time.perf_counter() - start,
+                precision=precision,
             )
     return results
+
+
+def checked_precision(precision: str, device: torch.device | str = "cpu") -> str:
+    """'auto', 'bf16' or 'fp32' resolved for `device` ('auto' is bf16 where the hardware has it)."""
+    try:
+        return resolve_precision(precision, device)
+    except ValueError as exc:
+        raise ConfigError(str(exc), fix="pass precision 'auto', 'bf16' or 'fp32'") from None
 
 
 def _frozen(t: torch.Tensor) -> np.ndarray:
@@ -147,11 +166,16 @@ def _layer_pass(
     targets: TargetSpec,
     need_grad: bool,
     chunk_size: int,
+    precision: str = "fp32",
 ) -> LayerPass:
-    """One forward pass with the layer hooked, and, if `need_grad`, d(target logit)/d(activation)."""
+    """One forward pass with the layer hooked, and, if `need_grad`, d(target logit)/d(activation).
+
+    Under bf16 the graph after the layer, and so the gradient, is in bf16 as autocast made it; what is
+    returned (activations, gradients, logits) is float32.
+    """
     capture = Capture(layer_name, track_grad=need_grad)
     # no_grad up to the layer; the hook switches grad on from there (no_grad's exit restores the mode).
-    with forward_hook(module, capture), torch.no_grad():
+    with forward_hook(module, capture), torch.no_grad(), autocast(precision, x.device):
         out = model(x)
     activation = capture.result()
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
@@ -168,19 +192,19 @@ def _layer_pass(
                 fix="choose a layer on the path from the photo to the prediction",
             )
         with torch.enable_grad():  # the caller may be under no_grad; the graph exists already
-            score = out.gather(1, t[:, None]).sum()
+            score = out.float().gather(1, t[:, None]).sum()
         (gradients,) = torch.autograd.grad(score, activation, allow_unused=True)
         if gradients is None:
             raise ExplainError(
                 f"the output does not depend on layer {layer_name!r}",
                 fix="choose a layer on the path from the photo to the prediction",
             )
-    acts = activation.detach()
+        gradients = gradients.float()  # a no-op in fp32
+    acts = activation.detach().float()
     if acts.dim() != 4:
         raise ExplainError(
             f"layer {layer_name!r} outputs shape {tuple(acts.shape)}, not (B, K, h, w)",
             fix="choose a convolutional layer or block",
         )
-    return LayerPass(
-        acts, gradients, out.detach().float(), t, Probe(model, layer_name, module, x, chunk_size)
-    )
+    probe = Probe(model, layer_name, module, x, chunk_size, precision)
+    return LayerPass(acts, gradients, out.detach().float(), t, probe)

@@ -10,6 +10,9 @@
   the explained stage and everything after it) is re-initialised; the Spearman rank correlation with the
   original maps should be low. A method that does not change here does not depend on what was learned.
 * Time per photo of each method on its own (gradient methods pay their own pass here).
+
+`precision` "bf16" (or "auto" where the hardware has bf16) runs every model pass, the explanations' and
+the metrics', under autocast; the report records which.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ import torchvision.transforms.v2.functional as TF
 from torch import nn
 from tqdm.auto import tqdm
 
-from monkeysee.explain.engine import explain
+from monkeysee.explain.engine import checked_precision, explain
 from monkeysee.explain.layers import evaluating, resolve_layer
 from monkeysee.explain.methods import channels_last, resolve_methods
+from monkeysee.runtime import autocast
 
 BASELINE = "gaussian blur, sigma = 5% of the image side"
 
@@ -63,6 +67,7 @@ class FaithfulnessReport:
     steps: int
     scores: tuple[MethodScores, ...]
     baseline: str = BASELINE
+    precision: str = "fp32"
 
     @property
     def best(self) -> str:
@@ -109,7 +114,8 @@ class FaithfulnessReport:
             "lower is better: deletion AUC, avg drop, rand rho; "
             "higher is better: insertion AUC, ins-del, increase",
             f"most faithful for this model: {self.best or 'n/a'} (highest insertion - deletion AUC; "
-            f"{n} photos, layer {self.layer}, {self.steps} steps, baseline: {self.baseline})",
+            f"{n} photos, layer {self.layer}, {self.steps} steps, baseline: {self.baseline}, "
+            f"{self.precision} passes)",
         ]
         return "\n".join(lines)
 
@@ -118,6 +124,7 @@ class FaithfulnessReport:
             "layer": self.layer,
             "steps": self.steps,
             "baseline": self.baseline,
+            "precision": self.precision,
             "most_faithful": self.best,
             "criterion": "highest insertion AUC minus deletion AUC",
             "methods": [
@@ -150,9 +157,11 @@ def blurred(x: torch.Tensor, sigma_fraction: float = 0.05) -> torch.Tensor:
     return TF.gaussian_blur(x, kernel_size=[max(kernel, 1)] * 2, sigma=[sigma, sigma])
 
 
-def _probabilities(model: nn.Module, xs: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+def _probabilities(
+    model: nn.Module, xs: torch.Tensor, targets: torch.Tensor, chunk: int, precision: str = "fp32"
+) -> torch.Tensor:
     out = []
-    with torch.no_grad():
+    with torch.inference_mode(), autocast(precision, xs.device):
         for part, t in zip(xs.split(chunk), targets.split(chunk), strict=True):
             out.append(torch.softmax(model(channels_last(part)).float(), dim=1).gather(1, t[:, None])[:, 0])
     return torch.cat(out)
@@ -165,11 +174,13 @@ def deletion_insertion(
     targets: torch.Tensor,
     steps: int = 16,
     chunk_size: int = 32,
+    precision: str = "fp32",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-photo deletion and insertion AUC of `saliency` (B, H, W) for photos `x` (B, 3, H, W).
 
     Pixels are taken most salient first (ties in raster order), `steps` equal fractions at a time; the AUC
-    is the trapezoid area under the target probability over the fraction in [0, 1].
+    is the trapezoid area under the target probability over the fraction in [0, 1]. `precision` is a
+    resolved one ("fp32" or "bf16").
     """
     base = blurred(x)
     h, w = x.shape[-2:]
@@ -182,8 +193,8 @@ def deletion_insertion(
             rank[order] = torch.arange(len(order), device=x.device)
             masks = (rank[None] < counts[:, None]).reshape(steps + 1, 1, h, w)
             t = targets[i].expand(steps + 1)
-            p_del = _probabilities(model, torch.where(masks, base[i], x[i]), t, chunk_size)
-            p_ins = _probabilities(model, torch.where(masks, x[i], base[i]), t, chunk_size)
+            p_del = _probabilities(model, torch.where(masks, base[i], x[i]), t, chunk_size, precision)
+            p_ins = _probabilities(model, torch.where(masks, x[i], base[i]), t, chunk_size, precision)
             deletion.append(float(torch.trapezoid(p_del.cpu(), dx=1.0 / steps)))
             insertion.append(float(torch.trapezoid(p_ins.cpu(), dx=1.0 / steps)))
     return np.array(deletion), np.array(insertion)
@@ -197,6 +208,7 @@ def drop_and_increase(
     mean: Sequence[float],
     std: Sequence[float],
     chunk_size: int = 32,
+    precision: str = "fp32",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-photo relative drop max(0, Y - O) / Y and whether O > Y, where O is the target probability of
     the photo multiplied by the map in pixel space (x is normalised with `mean` and `std`)."""
@@ -204,8 +216,8 @@ def drop_and_increase(
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     masked = ((x * s + m) * saliency[:, None].to(x) - m) / s
     with evaluating(model):
-        y = _probabilities(model, x, targets, chunk_size)
-        o = _probabilities(model, masked, targets, chunk_size)
+        y = _probabilities(model, x, targets, chunk_size, precision)
+        o = _probabilities(model, masked, targets, chunk_size, precision)
     drop = (torch.clamp(y - o, min=0) / y.clamp_min(torch.finfo(y.dtype).tiny)).cpu().numpy()
     return drop, (o > y).cpu().numpy()
 
@@ -270,29 +282,37 @@ def evaluate_faithfulness(
     batch_size: int = 8,
     chunk_size: int = 32,
     seed: int = 0,
+    precision: str = "fp32",
 ) -> FaithfulnessReport:
     """Score each method on photos `x` (N, 3, H, W), normalised with `mean`/`std`, explaining each photo's
-    predicted class (or `targets`). The model is not modified; randomisation works on deep copies."""
+    predicted class (or `targets`), with every model pass in `precision` ("auto", "bf16" or "fp32").
+    The model is not modified; randomisation works on deep copies."""
     names = resolve_methods(methods if isinstance(methods, str) else list(methods))
+    param = next(model.parameters(), None)
+    precision = checked_precision(precision, param.device if param is not None else x.device)
     layer_name = resolve_layer(model, layer)[0]
     copies = {lvl: randomized_copy(model, layer_name, lvl, seed) for lvl in ("head", "top")}
     if targets is None:
         with evaluating(model):
-            targets = torch.cat([_predict(model, part) for part in x.split(batch_size)])
+            targets = torch.cat([_predict(model, part, precision) for part in x.split(batch_size)])
     per: dict[str, dict[str, list[float]]] = {n: {} for n in names}
     with tqdm(total=len(names) * len(x), desc="faithfulness", unit="map", disable=None) as bar:
         for start in range(0, len(x), batch_size):
             xb, tb = x[start : start + batch_size], targets[start : start + batch_size].to(x.device)
             for name in names:
                 t0 = time.perf_counter()
-                res = explain(model, xb, layer_name, (name,), tb, chunk_size=chunk_size)[name]
+                res = explain(model, xb, layer_name, (name,), tb, chunk_size=chunk_size, precision=precision)[
+                    name
+                ]
                 seconds = time.perf_counter() - t0
                 sal = torch.tensor(res.upsampled, device=xb.device)
-                d, i = deletion_insertion(model, xb, sal, tb, steps, chunk_size)
-                drop, inc = drop_and_increase(model, xb, sal, tb, mean, std, chunk_size)
+                d, i = deletion_insertion(model, xb, sal, tb, steps, chunk_size, precision)
+                drop, inc = drop_and_increase(model, xb, sal, tb, mean, std, chunk_size, precision)
                 rho = {}
                 for lvl, rand in copies.items():
-                    other = explain(rand, xb, layer_name, (name,), tb, chunk_size=chunk_size)[name]
+                    other = explain(
+                        rand, xb, layer_name, (name,), tb, chunk_size=chunk_size, precision=precision
+                    )[name]
                     rho[lvl] = [rank_correlation(a, b) for a, b in zip(res.maps, other.maps, strict=True)]
                 acc = per[name]
                 for key, values in (
@@ -320,11 +340,12 @@ def evaluate_faithfulness(
         )
         for n in names
     )
-    return FaithfulnessReport(layer_name, steps, scores)
+    return FaithfulnessReport(layer_name, steps, scores, precision=precision)
 
 
-def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
+def _predict(model: nn.Module, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    # no_grad, not inference_mode: the targets become an index that a gradient pass saves.
+    with torch.no_grad(), autocast(precision, x.device):
         return model(channels_last(x)).argmax(dim=1)
 
 

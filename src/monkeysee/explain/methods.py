@@ -8,7 +8,8 @@ Perturbation methods (Score-CAM, Ablation-CAM) re-run the model through a `Probe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 
 from monkeysee.errors import ConfigError
 from monkeysee.explain.layers import Capture, forward_hook
+from monkeysee.runtime import autocast
 
 
 class Probe:
@@ -26,10 +28,18 @@ class Probe:
 
     When the model is a monkeysee Classifier and the layer is a body stage, activations are fed straight
     into the stages after it (the 'tail'), so ablating a channel costs only the rest of the network.
+    Passes run under `inference_mode` (no autograd bookkeeping at all) and, with `precision` "bf16",
+    under autocast; scores come back as float32.
     """
 
     def __init__(
-        self, model: nn.Module, layer_name: str, layer: nn.Module, inputs: torch.Tensor, chunk_size: int = 32
+        self,
+        model: nn.Module,
+        layer_name: str,
+        layer: nn.Module,
+        inputs: torch.Tensor,
+        chunk_size: int = 32,
+        precision: str = "fp32",
     ) -> None:
         if chunk_size < 1:
             raise ConfigError(f"chunk size must be at least 1, not {chunk_size}", fix="pass --chunk-size 32")
@@ -38,29 +48,35 @@ class Probe:
         self.layer = layer
         self.inputs = inputs
         self.chunk_size = chunk_size
+        self.precision = precision
         self.tail = _tail(model, layer)
+
+    @contextmanager
+    def _passes(self) -> Iterator[None]:
+        with torch.inference_mode(), autocast(self.precision, self.inputs.device):
+            yield
 
     def score_inputs(self, xs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Target logits of the model on photos `xs` (one chunk)."""
-        with torch.no_grad():
+        with self._passes():
             return self.model(channels_last(xs)).float().gather(1, targets[:, None])[:, 0]
 
     def blank_scores(self, targets: torch.Tensor) -> torch.Tensor:
         """Target logits of the all-zero input (a photo masked by an all-zero map), one pass for all."""
-        with torch.no_grad():
+        with self._passes():
             logits = self.model(torch.zeros_like(self.inputs[:1])).float()
         return logits[0, targets]
 
     def score_activations(self, index: int, acts: torch.Tensor, target: int) -> torch.Tensor:
         """Target logits when the layer outputs `acts` (n copies, edited) for photo `index` (one chunk)."""
-        with torch.no_grad():
+        with self._passes():
             if self.tail is not None:
                 logits = self.tail(acts)
             else:
                 x = self.inputs[index : index + 1].expand(len(acts), *self.inputs.shape[1:])
                 with forward_hook(self.layer, Capture(self.layer_name, replace=acts)):
                     logits = self.model(x)
-        return logits.float()[:, target]
+            return logits.float()[:, target]
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -284,8 +300,8 @@ class ScoreCAM(CamMethod):
                 i, c = chunk[:, 0], chunk[:, 1]
                 masks = F.interpolate(acts[i, c][:, None], size=size, mode="bilinear", align_corners=False)
                 m_lo = masks.amin(dim=(2, 3), keepdim=True)
-                m_hi = masks.amax(dim=(2, 3), keepdim=True)
-                masks = _safe_div(masks - m_lo, m_hi - m_lo)
+                span = masks.amax(dim=(2, 3), keepdim=True).sub_(m_lo)
+                masks.sub_(m_lo).div_(span.masked_fill_(span == 0, 1.0))  # a flat mask is all 0
                 scores[i, c] = probe.score_inputs(probe.inputs[i] * masks, p.targets[i])
                 bar.update(len(chunk))
         return torch.softmax(scores, dim=1).to(acts.dtype)

@@ -22,7 +22,8 @@ class CamResult:
     min-max scaled to [0, 1] (with an epsilon; an all-zero map stays zero). `raw` is the layer-resolution
     map after ReLU and before scaling, whose magnitude some methods give meaning (HiResCAM sums to the
     logit's share). `images`, when known, are the model inputs as RGB uint8 (B, H, W, 3) for overlays.
-    `seconds` is the wall time of the method including the passes it needed.
+    `seconds` is the wall time of the method including the passes it needed; `precision` the model
+    passes' arithmetic ("fp32" or "bf16"; the maps themselves are always formed in float32).
     """
 
     method: str
@@ -38,6 +39,7 @@ class CamResult:
     names: tuple[str, ...]
     images: np.ndarray | None = None
     seconds: float = 0.0
+    precision: str = "fp32"
 
     def __len__(self) -> int:
         return len(self.maps)
@@ -66,8 +68,10 @@ class CamResult:
         if not results:
             raise ValueError("nothing to concatenate")
         first = results[0]
-        if any(r.method != first.method or r.layer != first.layer for r in results):
-            raise ValueError("can only concatenate results of one method and layer")
+        if any(
+            (r.method, r.layer, r.precision) != (first.method, first.layer, first.precision) for r in results
+        ):
+            raise ValueError("can only concatenate results of one method, layer and precision")
         with_images = all(r.images is not None for r in results)
         return cls(
             method=first.method,
@@ -83,6 +87,7 @@ class CamResult:
             names=sum((r.names for r in results), ()),
             images=np.concatenate([r.images for r in results]) if with_images else None,
             seconds=sum(r.seconds for r in results),
+            precision=first.precision,
         )
 
     def overlays(self, alpha: float = 0.5, cmap: str = render.DEFAULT_CMAP) -> list[np.ndarray]:
@@ -100,6 +105,7 @@ class CamResult:
             "layer": self.layer,
             "layer_shape": list(self.maps.shape[1:]),
             "input_shape": list(self.upsampled.shape[1:]),
+            "precision": self.precision,
             "seconds": self.seconds,
             "photos": [
                 {

@@ -54,4 +54,6 @@ def target_tensor(targets: TargetSpec, predicted: torch.Tensor, num_classes: int
             f"target class {int(bad[0])} is out of range",
             fix=f"this model has {num_classes} classes: use 0 to {num_classes - 1}",
         )
+    if t.is_inference() and not torch.is_inference_mode_enabled():
+        t = t.clone()  # e.g. predictions made under inference_mode: the gradient pass saves this index
     return t
