@@ -149,6 +149,15 @@ def _high_depth_to_l(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(np.nan_to_num(scaled)), 0, 255).astype(np.uint8), mode="L")
 
 
+# Files that commonly sit beside photos without being photos (read-me's, lists, saved arrays).
+NOT_PHOTO_SUFFIXES = frozenset({".txt", ".md", ".csv", ".json", ".yaml", ".yml", ".html", ".pdf", ".npy"})
+
+
+def is_sidecar(path: Path) -> bool:
+    """True for a file that is clearly not meant as a photo (by suffix); everything else is tried."""
+    return path.suffix.lower() in NOT_PHOTO_SUFFIXES
+
+
 def iter_photos(folder: Path) -> Iterator[Path]:
     """Every regular file under `folder`, recursively, in sorted order; hidden and OS-junk files skipped.
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from monkeysee.data.images import iter_photos, load_rgb
+from monkeysee.data.images import is_sidecar, iter_photos, load_rgb
 from monkeysee.data.labels import read_labels_file
 from monkeysee.data.species import Species
 from monkeysee.errors import ConfigError, DataError, ImageError
@@ -36,8 +36,6 @@ _TRAIN_DIRS = ("training", "train")
 _VAL_DIRS = ("validation", "valid", "val")
 _INDEX_VERSION = 1
 _CHUNK = 4096  # photos decoded per batch of thread-pool work
-# Files that commonly sit beside the class folders without being stray photos.
-_NOT_PHOTOS = frozenset({".txt", ".md", ".csv", ".json", ".yaml", ".yml", ".html", ".pdf"})
 _LAYOUT_FIX = "arrange photos as DIR/<species>/photo.jpg or DIR/training/<species>/photo.jpg"
 
 
@@ -275,7 +273,7 @@ def _class_dirs(folder: Path, warnings: list[str]) -> list[str]:
             f"cannot list the folder ({exc.strerror})", fix="check its permissions", path=folder
         ) from None
     visible = [p for p in entries if not p.name.startswith(".") and p.name != "__MACOSX"]
-    loose = [p for p in visible if p.is_file() and p.suffix.lower() not in _NOT_PHOTOS]
+    loose = [p for p in visible if p.is_file() and not is_sidecar(p)]
     if loose:
         warnings.append(
             f"{len(loose)} file(s) directly in {folder} are ignored (e.g. {loose[0].name}); "

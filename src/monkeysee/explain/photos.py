@@ -8,11 +8,10 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
-from monkeysee.data.images import iter_photos
+from monkeysee.data.images import is_sidecar, iter_photos
 from monkeysee.errors import ConfigError, DataError
 
 SPLITS_FILE = "splits.json"
-_NOT_PHOTOS = frozenset({".txt", ".md", ".csv", ".json", ".yaml", ".yml", ".html", ".pdf", ".npy"})
 
 
 def spread(paths: Iterable[Path]) -> list[Path]:
@@ -67,7 +66,7 @@ def candidate_photos(run_dir: str | Path | None, data_dir: str | Path | None) ->
             "no photos to evaluate on: the run has no usable splits.json",
             fix="pass --data DIR (a folder of photos, or a Kaggle-style data set)",
         )
-    photos = [p for p in iter_photos(Path(data_dir)) if p.suffix.lower() not in _NOT_PHOTOS]
+    photos = [p for p in iter_photos(Path(data_dir)) if not is_sidecar(p)]
     if not photos:
         raise DataError("no photos found", fix="pass a folder that holds photos", path=data_dir)
     return spread(photos), f"{data_dir}"

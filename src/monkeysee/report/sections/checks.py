@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from monkeysee.data.images import iter_photos, load_rgb
+from monkeysee.data.images import is_sidecar, iter_photos, load_rgb
 from monkeysee.errors import DataError, ImageError
 from monkeysee.report.context import ReportContext
 from monkeysee.report.html import code, esc, figure, img, key_values, note, num, para, pct, table
@@ -18,8 +18,6 @@ from monkeysee.report.sections import Section, section
 
 # A randomisation rank correlation this high means the map hardly depends on the trained head.
 RHO_BLIND = 0.5
-# Files that sit in photo folders without being photos (read-me's, lists); other files are tried.
-_NOT_PHOTOS = frozenset({".txt", ".md", ".csv", ".json", ".yaml", ".yml", ".html", ".pdf", ".npy"})
 
 
 @section
@@ -231,7 +229,7 @@ def _ood_photos(folder: Path) -> list[Path]:
         raise DataError(
             "unknown-photo folder not found", fix="pass --ood DIR, a folder of photos", path=folder
         )
-    photos = [p for p in iter_photos(folder) if p.suffix.lower() not in _NOT_PHOTOS]
+    photos = [p for p in iter_photos(folder) if not is_sidecar(p)]
     if not photos:
         raise DataError(
             "no photos in the unknown-photo folder", fix="put photos of other things in it", path=folder
