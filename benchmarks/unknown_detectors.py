@@ -27,11 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def logits_feats(predictor: Predictor, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    _, feats, kept, _ = predict_samples(predictor, samples)
-    weight = predictor.model.head.fc.weight.detach().float().numpy()
-    bias = predictor.model.head.fc.bias.detach().float().numpy()
-    targets = np.array([samples[i].target for i in kept])
-    return feats @ weight.T + bias, feats, targets
+    logits, feats, kept, _ = predict_samples(predictor, samples)
+    return logits, feats, np.array([samples[i].target for i in kept])
 
 
 def main() -> None:

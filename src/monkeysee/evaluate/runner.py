@@ -60,8 +60,8 @@ def split_samples(run_dir: Path, split: str, data: str | Path | None, predictor:
 
 
 def predict_samples(predictor: Predictor, samples: list[Sample], batch_size: int = 32):
-    """Class probabilities and pooled features for samples; unreadable photos are left out and listed."""
-    probs, feats, kept, errors = [], [], [], []
+    """Logits and pooled features for samples; unreadable photos are left out and listed."""
+    logits, feats, kept, errors = [], [], [], []
     with tqdm(total=len(samples), desc="evaluating", unit="photo", disable=None, leave=False) as bar:
         start = 0
         for batch in _decoded_batches([s.path for s in samples], batch_size, workers=2):
@@ -69,15 +69,15 @@ def predict_samples(predictor: Predictor, samples: list[Sample], batch_size: int
             errors += [{"path": src, "error": im} for src, im in batch if isinstance(im, str)]
             if good:
                 x = torch.stack([predictor.transform(im) for _, im in good])
-                logits, f = predictor.logits_and_features(x)
-                probs.append(softmax(logits.numpy()))
+                out, f = predictor.logits_and_features(x)
+                logits.append(out.numpy())
                 feats.append(f.numpy())
                 kept += [i for i, _ in good]
             start += len(batch)
             bar.update(len(batch))
     if not kept:
         raise DataError("no photo of this split could be read", fix="check the data folder")
-    return np.concatenate(probs), np.concatenate(feats), kept, errors
+    return np.concatenate(logits), np.concatenate(feats), kept, errors
 
 
 def evaluate_run(
@@ -91,7 +91,8 @@ def evaluate_run(
     run_dir = Path(run_dir)
     predictor = predictor or Predictor.from_run_dir(run_dir)
     samples = split_samples(run_dir, split, data, predictor)
-    probs, _feats, kept, errors = predict_samples(predictor, samples)
+    logits, _feats, kept, errors = predict_samples(predictor, samples)
+    probs = softmax(logits)
     targets = np.array([samples[i].target for i in kept])
     interp = Interpretation(probs, targets, [str(samples[i].path) for i in kept], list(predictor.species))
     metrics = compute_metrics(probs, targets, predictor.species)

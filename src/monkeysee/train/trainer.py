@@ -185,7 +185,7 @@ class Trainer:
     def _phase_head(self, model: Classifier, upper: nn.Module, caches, log) -> None:
         """Frozen body: pooled features are fixed, so they are computed once and the head trains on them."""
         cfg = self.cfg
-        feats = {n: self._pooled(model, upper, c.acts.flatten(0, 1)) for n, c in caches.items()}
+        feats = {n: self._pooled(model, upper, caches[n].acts.flatten(0, 1)) for n in ("train", "val")}
         views = caches["train"].acts.shape[0]
         y_train = caches["train"].targets.repeat(views)
         head = model.head
