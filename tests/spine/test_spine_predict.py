@@ -16,10 +16,17 @@ def _photos(synthetic_data: Path) -> list[Path]:
 
 def test_table_names_species_with_latin_names(tiny_run: Path, synthetic_data: Path, capsys):
     red = synthetic_data / "training" / "n0" / "n0_00.jpg"
-    assert main(["predict", str(tiny_run), str(red), "--top-k", "2"]) == 0
+    # A threshold nothing exceeds: the verdict is the species, and the line must name it exactly.
+    assert main(["predict", str(tiny_run), str(red), "--top-k", "2", "--unknown-threshold", "1e9"]) == 0
     line = capsys.readouterr().out.strip()
-    assert line.startswith(f"{red}: red monkey (Rubra simia)") or "NOT ONE OF MY SPECIES" in line
-    assert "| then" in line
+    assert line.startswith(f"{red}: red monkey (Rubra simia) ")
+    assert line.count("| then") == 1 and line.endswith("%")
+
+
+def test_table_says_not_one_of_my_species_below_the_threshold(tiny_run: Path, synthetic_data: Path, capsys):
+    red = synthetic_data / "training" / "n0" / "n0_00.jpg"
+    assert main(["predict", str(tiny_run), str(red), "--unknown-threshold=-1e9"]) == 0
+    assert capsys.readouterr().out.startswith(f"{red}: NOT ONE OF MY SPECIES (nearest: ")
 
 
 def test_json_lines_carry_top_k_and_the_unknown_flag(tiny_run: Path, synthetic_data: Path, capsys):
