@@ -41,7 +41,8 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise ConfigError(f"unknown {self.kind} {name!r}", fix=f"choose one of: {self.choices()}") from None
+            problem = f"unknown {self.kind} {name!r}"
+            raise ConfigError(problem, fix=f"choose one of: {self.choices()}") from None
 
     def check(self, name: str) -> str:
         """`name` if registered, else the same ConfigError as `get` (to validate options up front)."""

@@ -15,9 +15,9 @@ import torch
 import torchvision.transforms.v2 as T
 from PIL import Image
 
+from monkeysee.data.preprocess import Preprocess
 from monkeysee.data.transforms import INTERPOLATION, to_normalized_tensor
 from monkeysee.errors import ConfigError
-from monkeysee.models.registry import Preprocess
 
 Transform = Callable[[Image.Image], Image.Image]
 

@@ -13,10 +13,10 @@ from PIL import Image, ImageDraw, ImageFont
 from monkeysee.data.augment import AugmentConfig, base_crop, build_ops
 from monkeysee.data.images import load_rgb
 from monkeysee.data.layout import Sample
+from monkeysee.data.preprocess import Preprocess
 from monkeysee.data.species import Species
 from monkeysee.data.transforms import denormalize, eval_transform, to_normalized_tensor
 from monkeysee.errors import DataError, ImageError
-from monkeysee.models.registry import Preprocess
 
 _LABEL_HEIGHT = 20
 _GAP = 4

@@ -8,7 +8,7 @@ import torch
 import torchvision.transforms.v2 as T
 from PIL import Image
 
-from monkeysee.models.registry import Preprocess
+from monkeysee.data.preprocess import Preprocess
 
 INTERPOLATION = {
     "bicubic": T.InterpolationMode.BICUBIC,

@@ -6,44 +6,16 @@ Adding a backbone is one `@register_backbone` function in `backbones.py`; nothin
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from monkeysee.data.preprocess import Preprocess
 from monkeysee.errors import ConfigError
 from monkeysee.models.classifier import Classifier
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How a photo becomes a tensor for this backbone (eval transform; training adds augmentation)."""
-
-    input_size: int = 224
-    crop_pct: float = 0.875
-    interpolation: str = "bicubic"
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-
-    @property
-    def resize_size(self) -> int:
-        return round(self.input_size / self.crop_pct)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
-        return cls(
-            input_size=int(d["input_size"]),
-            crop_pct=float(d["crop_pct"]),
-            interpolation=str(d["interpolation"]),
-            mean=tuple(d["mean"]),  # type: ignore[arg-type]
-            std=tuple(d["std"]),  # type: ignore[arg-type]
-        )
-
 
 WeightsLoader = Callable[[Classifier, "Path | None"], None]
 

@@ -1,0 +1,38 @@
+"""How a photo becomes a tensor for a backbone: the numbers only (size, crop, interpolation, normalisation).
+
+It lives in data/ because every transform needs it; the backbone registry (models/) says which values
+each backbone uses, and checkpoints record them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a photo becomes a tensor for this backbone (eval transform; training adds augmentation)."""
+
+    input_size: int = 224
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    @property
+    def resize_size(self) -> int:
+        return round(self.input_size / self.crop_pct)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        return cls(
+            input_size=int(d["input_size"]),
+            crop_pct=float(d["crop_pct"]),
+            interpolation=str(d["interpolation"]),
+            mean=tuple(d["mean"]),  # type: ignore[arg-type]
+            std=tuple(d["std"]),  # type: ignore[arg-type]
+        )
