@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from monkeysee.cli import command
+
+if TYPE_CHECKING:
+    from monkeysee.rundir import LoadedRun
 
 DEFAULT_OUT = "explanations"
 
@@ -103,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     return _explain(args, loaded)
 
 
-def _explain(args: argparse.Namespace, loaded) -> int:
+def _explain(args: argparse.Namespace, loaded: LoadedRun) -> int:
     from monkeysee.data.images import load_rgb
     from monkeysee.explain import DEFAULT_METHOD, Explainer, photo_names, resolve_methods
     from monkeysee.explain.render import save_figure, side_by_side
@@ -147,7 +151,7 @@ def _title(method: str) -> str:
     return METHODS[method].title
 
 
-def _evaluate(args: argparse.Namespace, loaded) -> int:
+def _evaluate(args: argparse.Namespace, loaded: LoadedRun) -> int:
     import torch
 
     from monkeysee.data.images import load_rgb

@@ -64,7 +64,7 @@ def done_sources(csv_path: Path) -> set[str]:
         return {row["source"] for row in reader}
 
 
-def csv_row(pred) -> dict[str, str]:
+def csv_row(pred: Prediction) -> dict[str, str]:
     d = pred.to_dict()
     if "error" in d:
         return {"source": d["source"], "error": d["error"]}

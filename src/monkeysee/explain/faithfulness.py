@@ -140,7 +140,7 @@ class FaithfulnessReport:
         return path
 
 
-def _nan_to_none(obj: Any) -> Any:
+def _nan_to_none(obj: object) -> object:
     if isinstance(obj, float) and math.isnan(obj):
         return None
     if isinstance(obj, dict):

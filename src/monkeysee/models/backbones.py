@@ -14,7 +14,13 @@ from torch import nn
 
 from monkeysee.errors import CheckpointError
 from monkeysee.models.classifier import Classifier
-from monkeysee.models.registry import BackboneSpec, Preprocess, load_by_position, register_backbone
+from monkeysee.models.registry import (
+    BackboneSpec,
+    Preprocess,
+    WeightsLoader,
+    load_by_position,
+    register_backbone,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,7 +69,7 @@ def _lite_body(k: int) -> nn.Sequential:
     return nn.Sequential(stages)
 
 
-def _lite_weights(k: int):
+def _lite_weights(k: int) -> WeightsLoader:
     module_name, class_name = _LITE[k][:2]
 
     def load(model: Classifier, path: Path | None) -> None:
@@ -107,7 +113,7 @@ for _k in _LITE:
 # --- torchvision models: weights downloaded where online, or --weights FILE ------------------------
 
 
-def _torchvision_weights(builder: str, weights_enum: str, with_head: bool):
+def _torchvision_weights(builder: str, weights_enum: str, with_head: bool) -> WeightsLoader:
     def load(model: Classifier, path: Path | None) -> None:
         if path is None:
             import torchvision.models as tvm
@@ -132,7 +138,7 @@ def _torchvision_weights(builder: str, weights_enum: str, with_head: bool):
     return load
 
 
-def _tv(builder: str):
+def _tv(builder: str) -> nn.Module:
     import torchvision.models as tvm
 
     return getattr(tvm, builder)(weights=None)
