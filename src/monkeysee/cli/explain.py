@@ -139,6 +139,7 @@ def _explain(args: argparse.Namespace, loaded: LoadedRun) -> int:
         if len(methods) > 1:
             overlays = {results[m].method: results[m].overlays(args.alpha, args.cmap)[i] for m in methods}
             titled = {_title(m): pic for m, pic in overlays.items()}
+            assert first.images is not None
             fig = side_by_side(first.images[i], titled, title=f"{name}: {first.target_names[i]}")
             save_figure(fig, args.out / f"{file_safe(name)}__all.png")
     print(f"wrote {len(first) * len(methods)} overlays with .npy maps and JSON manifests to {args.out}")
@@ -164,6 +165,8 @@ def _evaluate(args: argparse.Namespace, loaded: LoadedRun) -> int:
         raise ConfigError(f"--n must be at least 1, not {args.n}", fix="pass e.g. --n 16")
     explainer = Explainer.from_run(loaded, layer=args.layer, precision=args.precision)
     candidates, source = candidate_photos(args.run_dir, args.data)
+    chosen: list[Path]
+    tensors: list[torch.Tensor]
     chosen, tensors = [], []
     for path in candidates:
         if len(chosen) == args.n:

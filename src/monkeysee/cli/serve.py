@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from monkeysee.serve.app import create_app
 
     config = config_from_args(args)
+    assert config.threads is not None  # config_from_args always sets it
     torch.set_num_threads(config.threads)  # process-wide, so set here at the entry point
     single_threaded_blas()
     if config.host in PUBLIC_HOSTS:

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -61,7 +62,7 @@ _LITE = {  # name: (wheel module, class, input size, crop pct)
 def _lite_body(k: int) -> nn.Sequential:
     import timm
 
-    net = timm.create_model(f"tf_efficientnet_lite{k}", pretrained=False, num_classes=0)
+    net: Any = timm.create_model(f"tf_efficientnet_lite{k}", pretrained=False, num_classes=0)
     stages: OrderedDict[str, nn.Module] = OrderedDict(stem=nn.Sequential(net.conv_stem, net.bn1))
     for i, block in enumerate(net.blocks):
         stages[f"stage{i + 1}"] = block
@@ -138,7 +139,7 @@ def _torchvision_weights(builder: str, weights_enum: str, with_head: bool) -> We
     return load
 
 
-def _tv(builder: str) -> nn.Module:
+def _tv(builder: str) -> Any:  # noqa: ANN401 - untyped torchvision model, stages looked up by name
     import torchvision.models as tvm
 
     return getattr(tvm, builder)(weights=None)
@@ -153,6 +154,7 @@ def _vgg16_body() -> nn.Sequential:
 
 def _resnet_body(builder: str) -> nn.Sequential:
     net = _tv(builder)
+    stages: OrderedDict[str, nn.Module]
     stages = OrderedDict(stem=nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool))
     for i in range(1, 5):
         stages[f"layer{i}"] = getattr(net, f"layer{i}")

@@ -110,7 +110,8 @@ class ReportContext:
             except DataError as exc:
                 problems["data"] = exc.message
         photos_ok = bool(
-            index and root.is_dir() and any(s.path.is_file() for s in index.test[:50] + index.train[:50])
+            index and root is not None and root.is_dir()
+            and any(s.path.is_file() for s in index.test[:50] + index.train[:50])
         )
         ctx = cls(
             run_dir=run_dir,

@@ -152,7 +152,7 @@ class Trainer:
         self._check_cache_fits(lower, index)
         clean, aug = eval_transform(pre), train_transform(pre, cfg.augment)
         t0 = time.perf_counter()
-        common = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
+        common: dict[str, Any] = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
                       precision=self.precision, device=self.device)
         # The test split is not encoded: training never looks at it (evaluate reads the photos).
         caches = {"train": encode(lower, index.train, clean, aug, cfg.views, desc="frozen layers: train",

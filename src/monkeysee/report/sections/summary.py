@@ -210,6 +210,8 @@ class Data(Section):
                 "This run records no data summary or splits (data_summary.json, splits.json)."
             )
         labels = [s.label for s in ctx.species]
+        rows: list[list[Any]]
+        totals: Counter[str]
         rows, totals = [], Counter()
         for i, label in enumerate(labels):
             n = {split: counts.get(split, {}).get(label, 0) for split in ("train", "val", "test")}
