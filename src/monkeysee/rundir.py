@@ -241,7 +241,7 @@ class RunDir:
                 fix=_RERUN, path=path)
         return data
 
-    def read_json(self, name: str | Path) -> Any:
+    def read_json(self, name: str | Path) -> Any:  # noqa: ANN401 - parsed JSON, any shape
         """A JSON file of the run folder (relative name), or None when it is not there."""
         path = self.path / name
         if not path.is_file():

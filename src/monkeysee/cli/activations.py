@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from monkeysee.cli import command
 
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         acts = {k: v[0].numpy() for k, v in explainer.activations([photo], args.layers).items()}
         seen = explainer.prepare([photo])[1][0]
         stem = file_safe(name)
-        summary = {"photo": str(path), "model": source, "layers": []}
+        summary: dict[str, Any] = {"photo": str(path), "model": source, "layers": []}
         for layer, act in acts.items():
             fig = channel_grid(act, layer, args.channels)
             file = save_figure(fig, args.out / f"{stem}__{file_safe(layer)}.png")

@@ -85,6 +85,7 @@ def _with_data(args: argparse.Namespace) -> int:
     preds = list(predictor.predict_paths(examples, heatmaps=explainer))
     for pred in preds:
         print("  " + pred.line())
+    assert preds[0].overlay is not None
     cam_path = save_png(preds[0].overlay, run_dir / f"demo-{DEFAULT_METHOD}.png")
     print(f"\nrun folder: {run_dir}"
           f"\n  checkpoint: {run.file(MANIFEST)}, {run.file(WEIGHTS)}"

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from monkeysee.cli import command
+
+if TYPE_CHECKING:
+    from monkeysee.rundir import LoadedRun
 
 DEFAULT_OUT = "explanations"
 
@@ -103,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     return _explain(args, loaded)
 
 
-def _explain(args: argparse.Namespace, loaded) -> int:
+def _explain(args: argparse.Namespace, loaded: LoadedRun) -> int:
     from monkeysee.data.images import load_rgb
     from monkeysee.explain import DEFAULT_METHOD, Explainer, photo_names, resolve_methods
     from monkeysee.explain.render import save_figure, side_by_side
@@ -135,6 +139,7 @@ def _explain(args: argparse.Namespace, loaded) -> int:
         if len(methods) > 1:
             overlays = {results[m].method: results[m].overlays(args.alpha, args.cmap)[i] for m in methods}
             titled = {_title(m): pic for m, pic in overlays.items()}
+            assert first.images is not None
             fig = side_by_side(first.images[i], titled, title=f"{name}: {first.target_names[i]}")
             save_figure(fig, args.out / f"{file_safe(name)}__all.png")
     print(f"wrote {len(first) * len(methods)} overlays with .npy maps and JSON manifests to {args.out}")
@@ -147,7 +152,7 @@ def _title(method: str) -> str:
     return METHODS[method].title
 
 
-def _evaluate(args: argparse.Namespace, loaded) -> int:
+def _evaluate(args: argparse.Namespace, loaded: LoadedRun) -> int:
     import torch
 
     from monkeysee.data.images import load_rgb
@@ -160,6 +165,8 @@ def _evaluate(args: argparse.Namespace, loaded) -> int:
         raise ConfigError(f"--n must be at least 1, not {args.n}", fix="pass e.g. --n 16")
     explainer = Explainer.from_run(loaded, layer=args.layer, precision=args.precision)
     candidates, source = candidate_photos(args.run_dir, args.data)
+    chosen: list[Path]
+    tensors: list[torch.Tensor]
     chosen, tensors = [], []
     for path in candidates:
         if len(chosen) == args.n:

@@ -54,9 +54,9 @@ def iter_inputs(items: Iterable[str]) -> Iterator[Path]:
             yield path
 
 
-CSV_ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
-"""File names that are not valid UTF-8 (drives written by other systems) go into the CSV as the same bytes,
-so every photo gets its row and a resumed run recognises it."""
+CSV_ERRORS = "surrogateescape"
+"""File names that are not valid UTF-8 (drives written by other systems) go into the (UTF-8) CSV as the
+same bytes, so every photo gets its row and a resumed run recognises it."""
 
 
 class ResultsCsv:
@@ -69,7 +69,7 @@ class ResultsCsv:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.done = self._read_done()
-        self._file = path.open("a", newline="", **CSV_ENCODING)
+        self._file = path.open("a", newline="", encoding="utf-8", errors=CSV_ERRORS)
         if self._file.tell() == 0:
             self._write({f: f for f in CSV_FIELDS})
 
@@ -77,7 +77,7 @@ class ResultsCsv:
         if not self.path.is_file() or self.path.stat().st_size == 0:
             return set()
         _drop_cut_row(self.path)
-        with self.path.open(newline="", **CSV_ENCODING) as f:
+        with self.path.open(newline="", encoding="utf-8", errors=CSV_ERRORS) as f:
             reader = csv.DictReader(f)
             if reader.fieldnames != CSV_FIELDS:
                 raise ConfigError(f"existing CSV has columns {reader.fieldnames}, not those this version "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from monkeysee.cli import command
 
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     from monkeysee.report import ReportOptions, build_report
 
+    methods: dict[str, Any]
     methods = {"faithfulness_methods": tuple(args.faithfulness_methods)} if args.faithfulness_methods else {}
     options = ReportOptions(
         data=args.data,

@@ -8,8 +8,14 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from monkeysee.cli import command
+
+if TYPE_CHECKING:
+    from threadpoolctl import threadpool_limits
+
+    from monkeysee.serve.app import ServeConfig
 
 PUBLIC_HOSTS = {"0.0.0.0", "::", ""}
 
@@ -38,7 +44,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                         "receiving, decoding and answering requests)")
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace) -> ServeConfig:
     """The ServeConfig the options describe, checked."""
     from monkeysee.errors import ConfigError
     from monkeysee.serve.app import ServeConfig
@@ -66,7 +72,7 @@ def default_threads() -> int:
     return max(1, cores - 1)
 
 
-def single_threaded_blas():
+def single_threaded_blas() -> threadpool_limits | None:
     """One thread for numpy's BLAS (the unknown detectors' matrix products): requests already run in
     parallel, and BLAS thread pools called from several request threads at once stall each other.
     Returns the limiter (its `restore_original_limits()` undoes it), or None without threadpoolctl."""
@@ -103,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from monkeysee.serve.app import create_app
 
     config = config_from_args(args)
+    assert config.threads is not None  # config_from_args always sets it
     torch.set_num_threads(config.threads)  # process-wide, so set here at the entry point
     single_threaded_blas()
     if config.host in PUBLIC_HOSTS:

@@ -97,7 +97,8 @@ class AugmentConfig:
             raise ConfigError(
                 f"unknown augmentation setting(s) {', '.join(extra)}", fix=f"use: {', '.join(known)}"
             )
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        # Keys are checked against fields() above; values of JSON type are checked by __post_init__.
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})  # type: ignore[arg-type]
 
 
 Builder = Callable[[AugmentConfig, Preprocess], Transform]

@@ -33,6 +33,6 @@ class Preprocess:
             input_size=int(d["input_size"]),
             crop_pct=float(d["crop_pct"]),
             interpolation=str(d["interpolation"]),
-            mean=tuple(d["mean"]),  # type: ignore[arg-type]
-            std=tuple(d["std"]),  # type: ignore[arg-type]
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
         )

@@ -108,7 +108,7 @@ def _value(row: Mapping[str, Any], key: str) -> float:
 def _training_figure(history: Sequence[Mapping[str, Any]], dpi: int) -> Figure:
     fig = _figure(11.0, 4.5, dpi)
     ax_loss, ax_acc = fig.subplots(1, 2)
-    epochs = [r.get("epoch") for r in history]
+    epochs: list[Any] = [r.get("epoch") for r in history]
     # Per-phase epoch counters restart at 0/1: then plot against the overall step instead.
     if all(e is not None for e in epochs) and all(b > a for a, b in pairwise(epochs)):
         x = np.array(epochs, dtype=np.float64)

@@ -54,7 +54,9 @@ def split_samples(run_dir: Path, split: str, data: str | Path | None, predictor:
     return [Sample(s.path, labels[index.species[s.target].label]) for s in index.train]
 
 
-def predict_samples(predictor: Predictor, samples: list[Sample], batch_size: int = 32):
+def predict_samples(
+    predictor: Predictor, samples: list[Sample], batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray, list[int], list[dict[str, str]]]:
     """Logits and pooled features for samples; unreadable photos are left out and listed."""
     logits, feats, kept, errors = [], [], [], []
     with tqdm(total=len(samples), desc="evaluating", unit="photo", disable=None, leave=False) as bar:

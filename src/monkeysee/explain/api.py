@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +45,7 @@ class Explainer:
     species: tuple[Species, ...] = ()
     layer: str | None = None
     precision: str = "fp32"
-    _transform: object = field(init=False, repr=False)
+    _transform: Callable[[Image.Image], torch.Tensor] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.layer = resolve_layer(self.model, self.layer)[0]  # fail early on a bad name

@@ -160,7 +160,7 @@ def cams_from_pass(
             start = time.perf_counter()
             raw = F.relu(METHODS[name]().map(lp).detach().float())
             maps = normalize01(raw)
-            big = normalize01(upsample(raw, tuple(x.shape[-2:])))
+            big = normalize01(upsample(raw, (x.shape[-2], x.shape[-1])))
             results[name] = CamResult(
                 method=name,
                 layer=p.layer,

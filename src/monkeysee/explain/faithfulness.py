@@ -140,7 +140,7 @@ class FaithfulnessReport:
         return path
 
 
-def _nan_to_none(obj: Any) -> Any:
+def _nan_to_none(obj: object) -> object:
     if isinstance(obj, float) and math.isnan(obj):
         return None
     if isinstance(obj, dict):
@@ -251,10 +251,10 @@ def randomized_copy(model: nn.Module, layer: str, level: str = "head", seed: int
     """
     clone = copy.deepcopy(model)
     modules = dict(clone.named_modules())
-    linears = [m for m in clone.modules() if isinstance(m, nn.Linear)]
+    linears: list[nn.Module] = [m for m in clone.modules() if isinstance(m, nn.Linear)]
     targets: list[nn.Module] = [modules["head"]] if "head" in modules else linears[-1:]
     if level == "top":
-        stages = getattr(clone, "stage_names", lambda: [])()
+        stages: list[str] = getattr(clone, "stage_names", lambda: [])()
         hit = [i for i, s in enumerate(stages) if layer == s or layer.startswith(s + ".")]
         targets += [modules[s] for s in stages[hit[0] :]] if hit else [resolve_layer(clone, layer)[1]]
     elif level != "head":
@@ -265,7 +265,7 @@ def randomized_copy(model: nn.Module, layer: str, level: str = "head", seed: int
         for top in targets:
             for m in top.modules():
                 if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
+                    m.reset_parameters()  # type: ignore[operator]  # nn.Module types attributes as Tensor | Module
     return clone
 
 

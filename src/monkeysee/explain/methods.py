@@ -186,6 +186,7 @@ class GradCAM(CamMethod):
     title = "Grad-CAM"
 
     def weights(self, p: LayerPass) -> torch.Tensor:
+        assert p.gradients is not None
         return p.gradients.mean(dim=(2, 3))
 
 
@@ -202,6 +203,7 @@ class GradCAMPlusPlus(CamMethod):
 
     def weights(self, p: LayerPass) -> torch.Tensor:
         g = p.gradients
+        assert g is not None
         g2 = g * g
         total = p.activations.sum(dim=(2, 3), keepdim=True)
         alpha = _safe_div(g2, 2 * g2 + total * g2 * g)
@@ -217,6 +219,7 @@ class XGradCAM(CamMethod):
 
     def weights(self, p: LayerPass) -> torch.Tensor:
         a = p.activations
+        assert p.gradients is not None
         return _safe_div((p.gradients * a).sum(dim=(2, 3)), a.sum(dim=(2, 3)))
 
 
@@ -228,6 +231,7 @@ class HiResCAM(CamMethod):
     title = "HiResCAM"
 
     def map(self, p: LayerPass) -> torch.Tensor:
+        assert p.gradients is not None
         return (p.gradients * p.activations).sum(dim=1)
 
 
@@ -239,6 +243,7 @@ class LayerCAM(CamMethod):
     title = "LayerCAM"
 
     def map(self, p: LayerPass) -> torch.Tensor:
+        assert p.gradients is not None
         return (F.relu(p.gradients) * p.activations).sum(dim=1)
 
 

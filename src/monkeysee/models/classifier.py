@@ -30,7 +30,9 @@ class Classifier(nn.Module):
     handles: stage outputs for activation maps, the last stage for Grad-CAM, the top stages to unfreeze.
     """
 
-    def __init__(self, body: nn.Sequential, num_features: int, num_classes: int, dropout: float = 0.2):
+    def __init__(
+        self, body: nn.Sequential, num_features: int, num_classes: int, dropout: float = 0.2
+    ) -> None:
         super().__init__()
         self.body = body
         self.head = Head(num_features, num_classes, dropout)

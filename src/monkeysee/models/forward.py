@@ -79,6 +79,7 @@ def forward_pass(
         grads = _gradient(out, t, activation, layer[0] if layer else "") if gradients else None
     features = captures["features"].result().flatten(1).float() if pool is not None else None
     if activation is not None and activation.dim() != 4:
+        assert layer is not None
         raise ExplainError(f"layer {layer[0]!r} outputs shape {tuple(activation.shape)}, not (B, K, h, w)",
                            fix="choose a convolutional layer or block")
     return ForwardPass(

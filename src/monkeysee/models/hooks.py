@@ -111,7 +111,7 @@ class Capture:
         self.activation: torch.Tensor | None = None
         self.thread = threading.get_ident()
 
-    def __call__(self, module: nn.Module, inputs: Any, output: Any) -> torch.Tensor | None:
+    def __call__(self, module: nn.Module, inputs: tuple[object, ...], output: object) -> torch.Tensor | None:
         if threading.get_ident() != self.thread:
             return None
         if not isinstance(output, torch.Tensor):

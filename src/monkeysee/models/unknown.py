@@ -58,7 +58,7 @@ class Detector:
         """Learn from training features; logit-only detectors have nothing to learn."""
         return self
 
-    def score(self, logits: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+    def score(self, logits: np.ndarray | None, features: np.ndarray | None = None) -> np.ndarray:
         raise NotImplementedError
 
     def params(self) -> dict[str, Any]:
@@ -102,7 +102,7 @@ class MaxSoftmax(Detector):
 
     name = "max_softmax"
 
-    def score(self, logits: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+    def score(self, logits: np.ndarray | None, features: np.ndarray | None = None) -> np.ndarray:
         return 1.0 - softmax(_as_2d(logits, "logits")).max(axis=1)
 
 
@@ -120,7 +120,7 @@ class Energy(Detector):
     def params(self) -> dict[str, Any]:
         return {"temperature": self.temperature}
 
-    def score(self, logits: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+    def score(self, logits: np.ndarray | None, features: np.ndarray | None = None) -> np.ndarray:
         t = self.temperature
         return -t * logsumexp(_as_2d(logits, "logits") / t, axis=1)
 
@@ -131,7 +131,7 @@ class MaxLogit(Detector):
 
     name = "max_logit"
 
-    def score(self, logits: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+    def score(self, logits: np.ndarray | None, features: np.ndarray | None = None) -> np.ndarray:
         return -_as_2d(logits, "logits").max(axis=1)
 
 
@@ -188,7 +188,7 @@ class Mahalanobis(Detector):
         self.means = np.asarray(arrays["means"], dtype=np.float64)
         self.precision = np.asarray(arrays["precision"], dtype=np.float64)
 
-    def score(self, logits: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+    def score(self, logits: np.ndarray | None, features: np.ndarray | None = None) -> np.ndarray:
         if self.means is None or self.precision is None:
             raise ValueError("mahalanobis detector is not fitted: call fit(train_features, train_targets)")
         x = _as_2d(features, "features")
@@ -241,7 +241,9 @@ class KNN(Detector):
     def _set_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.bank = np.asarray(arrays["bank"], dtype=np.float32)
 
-    def score(self, logits: np.ndarray, features: np.ndarray | None = None, chunk: int = 1024) -> np.ndarray:
+    def score(
+        self, logits: np.ndarray | None, features: np.ndarray | None = None, chunk: int = 1024
+    ) -> np.ndarray:
         if self.bank is None:
             raise ValueError("knn detector is not fitted: call fit(train_features, train_targets)")
         q = _l2_normalise(_as_2d(features, "features"))
@@ -338,7 +340,7 @@ class UnknownDetector:
     def needs_features(self) -> bool:
         return self._detector.needs_features
 
-    def score(self, logits: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+    def score(self, logits: np.ndarray | None, features: np.ndarray | None = None) -> np.ndarray:
         """Unknown-ness per photo; `features` may be None for the logit-only detectors."""
         return self._detector.score(logits, features)
 

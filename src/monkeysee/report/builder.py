@@ -8,6 +8,7 @@ stylesheet is inline, so the file can be mailed or opened offline; no JavaScript
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -74,7 +75,7 @@ def build_report(run_dir: str | Path, options: ReportOptions | None = None) -> P
     return out
 
 
-def _guarded(step, ctx: ReportContext) -> str | None:
+def _guarded(step: Callable[[ReportContext], str | None], ctx: ReportContext) -> str | None:
     """Run a section step; a problem with the user's files becomes a note in that section, not a crash.
 
     Returns None when the step went well (plan's result is unused), or the note's HTML.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monkeysee.checkpoint import Manifest
 from monkeysee.data.layout import DataIndex
@@ -16,6 +16,10 @@ from monkeysee.evaluate.interpret import Interpretation
 from monkeysee.report.cams import OverlayBank
 from monkeysee.report.html import code
 from monkeysee.rundir import RunDir
+
+if TYPE_CHECKING:
+    from monkeysee.explain.api import Explainer
+    from monkeysee.predict import Predictor
 
 EVAL_SPLIT = "test"
 # Grad-CAM (what the report's overlays use) against its best-known variant. Each method costs ~200 model
@@ -106,7 +110,8 @@ class ReportContext:
             except DataError as exc:
                 problems["data"] = exc.message
         photos_ok = bool(
-            index and root.is_dir() and any(s.path.is_file() for s in index.test[:50] + index.train[:50])
+            index and root is not None and root.is_dir()
+            and any(s.path.is_file() for s in index.test[:50] + index.train[:50])
         )
         ctx = cls(
             run_dir=run_dir,
@@ -158,13 +163,13 @@ class ReportContext:
     # --- model -------------------------------------------------------------------------------------
 
     @cached_property
-    def predictor(self):
+    def predictor(self) -> Predictor:
         from monkeysee.predict import Predictor
 
         return Predictor.from_run_dir(self.run_dir, precision=self.options.precision)
 
     @cached_property
-    def explainer(self):
+    def explainer(self) -> Explainer:
         from monkeysee.explain.api import Explainer
 
         return Explainer.from_run(self.predictor.run)

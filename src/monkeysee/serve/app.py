@@ -9,7 +9,7 @@ answered with a generic JSON 500. Model work runs in worker threads, so the even
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,7 +206,7 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 
 
 
 def error_response(status: int, code: str, detail: str, fix: str | None = None,
-                   errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
+                   errors: list[dict[str, Any]] | None = None, headers: Mapping[str, str] | None = None,
                    ) -> JSONResponse:
     body = ErrorResponse(error=code, detail=detail, fix=fix or None, errors=errors)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)

@@ -203,6 +203,8 @@ class PhotoService:
         if not todo:
             return results
         x = self.predictor.as_input(torch.stack(inputs))
+        cams: np.ndarray | None
+        seen: np.ndarray | None
         cams = seen = None
         want_cam = any(j.cam for j in todo)
         p = self.predictor.forward(x, self.explainer.layer if want_cam else None)
@@ -210,8 +212,8 @@ class PhotoService:
         logits, feats = p.logits.cpu(), p.features.cpu()
         if want_cam:
             cams = self.explainer.cams(x, p)[DEFAULT_METHOD].upsampled
-            seen = denormalize(x.float().cpu(), self.preprocess).mul(255).round().to(torch.uint8)
-            seen = seen.permute(0, 2, 3, 1).numpy()
+            seen_t = denormalize(x.float().cpu(), self.preprocess).mul(255).round().to(torch.uint8)
+            seen = seen_t.permute(0, 2, 3, 1).numpy()
         outputs = iter(
             _Output(logits[i].numpy(), feats[i].numpy(),
                     cams[i] if cams is not None and j.cam else None,

@@ -92,7 +92,7 @@ def encode(
 
 
 def save_caches(path: Path, caches: dict[str, SplitCache], meta: dict[str, str]) -> None:
-    tensors = {}
+    tensors: dict[str, torch.Tensor] = {}
     for name, c in caches.items():
         tensors |= {f"{name}.acts": c.acts, f"{name}.targets": c.targets, f"{name}.indices": c.indices}
     atomic_save_tensors(path, tensors, meta)

@@ -16,13 +16,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
 from monkeysee.checkpoint import Manifest, atomic_save_tensors
@@ -141,7 +143,9 @@ class Trainer:
         self.run_dir.write_splits(index)
         return index
 
-    def _caches(self, model: Classifier, cut: int, index: DataIndex, log) -> dict[str, SplitCache]:
+    def _caches(
+        self, model: Classifier, cut: int, index: DataIndex, log: Callable[[str], None]
+    ) -> dict[str, SplitCache]:
         path = self.state_dir / "cache.safetensors"
         if path.is_file():
             return load_caches(path)
@@ -150,7 +154,7 @@ class Trainer:
         self._check_cache_fits(lower, index)
         clean, aug = eval_transform(pre), train_transform(pre, cfg.augment)
         t0 = time.perf_counter()
-        common = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
+        common: dict[str, Any] = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
                       precision=self.precision, device=self.device)
         # The test split is not encoded: training never looks at it (evaluate reads the photos).
         caches = {"train": encode(lower, index.train, clean, aug, cfg.views, desc="frozen layers: train",
@@ -177,7 +181,9 @@ class Trainer:
 
     # --- phases -------------------------------------------------------------------------------
 
-    def _phase_head(self, model: Classifier, upper: nn.Module, caches, log) -> None:
+    def _phase_head(
+        self, model: Classifier, upper: nn.Module, caches: dict[str, SplitCache], log: Callable[[str], None]
+    ) -> None:
         """Frozen body: pooled features are fixed, so they are computed once and the head trains on them."""
         cfg = self.cfg
         feats = {n: self._pooled(model, upper, caches[n].acts.flatten(0, 1)) for n in ("train", "val")}
@@ -201,7 +207,9 @@ class Trainer:
 
         self._epochs("head", cfg.head_epochs, model, opt, sched, train_epoch, validate, log)
 
-    def _phase_finetune(self, model: Classifier, upper: nn.Module, caches, log) -> None:
+    def _phase_finetune(
+        self, model: Classifier, upper: nn.Module, caches: dict[str, SplitCache], log: Callable[[str], None]
+    ) -> None:
         """Top stages + head on the cached boundary activations; one random view per photo per epoch."""
         cfg = self.cfg
         train = caches["train"]
@@ -235,7 +243,17 @@ class Trainer:
 
         self._epochs("finetune", cfg.finetune_epochs, model, opt, sched, train_epoch, validate, log)
 
-    def _epochs(self, phase, epochs, model, opt, sched, train_epoch, validate, log) -> None:
+    def _epochs(
+        self,
+        phase: str,
+        epochs: int,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        sched: LRScheduler,
+        train_epoch: Callable[[torch.Generator], tuple[float, float]],
+        validate: Callable[[], tuple[float, float]],
+        log: Callable[[str], None],
+    ) -> None:
         p = self.progress
         start = p.epoch + 1 if p.phase == phase else 1
         p.phase, p.bad_epochs = phase, (p.bad_epochs if p.phase == phase else 0)
@@ -274,7 +292,7 @@ class Trainer:
 
     # --- state ----------------------------------------------------------------------------------
 
-    def _save_state(self, model: nn.Module, opt, sched) -> None:
+    def _save_state(self, model: nn.Module, opt: torch.optim.Optimizer, sched: LRScheduler) -> None:
         """Weights, optimizer and progress, each atomically; progress last, so it never runs ahead."""
         atomic_save_tensors(self.state_dir / "last.safetensors", model.state_dict())
         buf = io.BytesIO()
@@ -284,7 +302,7 @@ class Trainer:
         atomic_write_json(self.state_dir / "progress.json", self.progress.to_dict())
         self.run_dir.write_history(self.progress.history)
 
-    def _load_optim(self, opt, sched, phase: str) -> None:
+    def _load_optim(self, opt: torch.optim.Optimizer, sched: LRScheduler, phase: str) -> None:
         path = self.state_dir / "optimizer.pt"
         if self.progress.phase != phase or not path.is_file():
             return
@@ -304,7 +322,14 @@ class Trainer:
 
     # --- after training -----------------------------------------------------------------------
 
-    def _finish(self, model: Classifier, upper: nn.Module, caches, index: DataIndex, log) -> Path:
+    def _finish(
+        self,
+        model: Classifier,
+        upper: nn.Module,
+        caches: dict[str, SplitCache],
+        index: DataIndex,
+        log: Callable[[str], None],
+    ) -> Path:
         from monkeysee.evaluate.plots import plot_training_curves
 
         cfg, p = self.cfg, self.progress
@@ -366,7 +391,14 @@ class Trainer:
 # --- small pure helpers --------------------------------------------------------------------------
 
 
-def _fit(forward, targets: torch.Tensor, perm: torch.Tensor, opt, sched, cfg: TrainConfig):
+def _fit(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    targets: torch.Tensor,
+    perm: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    sched: LRScheduler,
+    cfg: TrainConfig,
+) -> tuple[float, float]:
     """One pass over `perm` in mini-batches; returns mean loss and accuracy."""
     total_loss, correct = 0.0, 0
     for idx in perm.split(cfg.batch_size):
@@ -399,7 +431,7 @@ def _train_mode(model: nn.Module) -> None:
 @contextmanager
 def _stop_on_sigterm() -> Iterator[None]:
     """SIGTERM behaves like Ctrl-C: the last completed epoch is on disk, `--resume` continues."""
-    def handler(signum, frame):
+    def handler(signum: int, frame: FrameType | None) -> NoReturn:
         raise KeyboardInterrupt
 
     try:

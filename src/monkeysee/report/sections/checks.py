@@ -39,6 +39,7 @@ class Faithfulness(Section):
         if ctx.index is None or not ctx.photos_ok:
             return note(ctx.photos_missing("faithfulness table"))
         explainer = ctx.explainer
+        chosen: list[Path]
         chosen, tensors = [], []
         for path in spread(s.path for s in ctx.index.test if s.path.is_file()):
             if len(chosen) == n:

@@ -132,7 +132,7 @@ class Confusion(Section):
             for t, p, count in pairs:
                 rows = np.flatnonzero((targets == t) & (preds == p))
                 rows = rows[np.argsort(-probs[rows, p], kind="stable")][: opt.examples_per_pair]
-                self.pairs.append((t, p, count, [self._example(ctx, i, p) for i in rows]))
+                self.pairs.append((t, p, count, [self._example(ctx, int(i), p) for i in rows]))
         else:  # nothing confused: show the closest calls, each photo's runner-up species
             self.near_misses = True
             masked = probs.copy()
@@ -142,7 +142,7 @@ class Confusion(Section):
             best: dict[tuple[int, int], list[int]] = {}
             for i in np.argsort(-score, kind="stable"):
                 best.setdefault((int(targets[i]), int(runner[i])), []).append(int(i))
-            for (t, r), rows in list(best.items())[: opt.confused_pairs]:
+            for (t, r), rows in list(best.items())[: opt.confused_pairs]:  # type: ignore[assignment]  # list, not array
                 examples = [self._example(ctx, i, r) for i in rows[: opt.examples_per_pair]]
                 self.pairs.append((t, r, len(rows), examples))
         for _, _, _, examples in self.pairs:
@@ -153,6 +153,7 @@ class Confusion(Section):
     @staticmethod
     def _example(ctx: ReportContext, row: int, other: int) -> Example:
         it = ctx.interp
+        assert it is not None
         t = int(it.targets[row])
         return Example(
             ctx.photo_path(it.paths[row]), t, other, float(it.probs[row, other]), float(it.probs[row, t])
@@ -164,6 +165,7 @@ class Confusion(Section):
         if missing:
             return "".join([*parts, missing])
         it = ctx.interp
+        assert it is not None
         if self.near_misses:
             parts.append(
                 para(
@@ -246,6 +248,7 @@ class Mistakes(Section):
         missing = _needs_predictions(ctx, "mistakes to show")
         if missing:
             return missing
+        assert ctx.interp is not None
         if ctx.options.top_losses == 0:
             return note("Skipped (top losses set to 0).")
         wrong = sum(not i.correct for i in self.items)
@@ -320,6 +323,7 @@ class Gallery(Section):
         if missing:
             return missing
         it = ctx.interp
+        assert it is not None
         k = ctx.options.gallery_per_species
         preds = it.preds
         parts = [
@@ -359,6 +363,7 @@ class Gallery(Section):
     @staticmethod
     def _tile(ctx: ReportContext, row: int, wrong: bool) -> str:
         it = ctx.interp
+        assert it is not None
         path, pred = ctx.photo_path(it.paths[row]), int(it.preds[row])
         p = float(it.probs[row, pred])
         caption = f"→ {esc(ctx.name(pred))} ({p:.2f})" if wrong else f"p = {p:.2f}"
@@ -397,6 +402,8 @@ class Activations(Section):
             return note(esc(exc.message))
         acts = {k: v[0].float().numpy() for k, v in ctx.explainer.activations([photo]).items()}
         seen = ctx.cams.photo(self.path)
+        if seen is None:
+            return note(esc(ctx.cams.problem(self.path) or "the photo could not be read"))
         tiles = [figure(img(jpeg_uri(seen), "the photo", ACTIVATION_PX), "photo")]
         for layer, act in acts.items():
             mean = _scaled(act.mean(axis=0))

@@ -210,6 +210,8 @@ class Data(Section):
                 "This run records no data summary or splits (data_summary.json, splits.json)."
             )
         labels = [s.label for s in ctx.species]
+        rows: list[list[Any]]
+        totals: Counter[str]
         rows, totals = [], Counter()
         for i, label in enumerate(labels):
             n = {split: counts.get(split, {}).get(label, 0) for split in ("train", "val", "test")}
@@ -257,7 +259,8 @@ class Data(Section):
         return "".join(parts)
 
     def _skipped(self, ctx: ReportContext) -> str:
-        skipped = (ctx.summary or ctx.splits or {}).get("skipped", [])
+        skipped = (ctx.summary or {}).get("skipped") or (
+            [{"path": str(s.path), "reason": s.reason} for s in ctx.index.skipped] if ctx.index else [])
         if not skipped:
             return "<h3>Skipped files</h3>" + para("None: every file in the species folders could be read.")
         reasons = Counter(s["reason"] for s in skipped)
