@@ -15,9 +15,48 @@ const heat = $("heat");
 const toggle = $("toggle");
 const heatNote = $("heat-note");
 const result = $("result");
+const login = $("login");
+const tokenInput = $("token");
+const loginError = $("login-error");
+const TOKEN_KEY = "monkeysee-token";  // sessionStorage: forgotten when the tab closes
 let hasDetector = true;
 let current = 0;                // id of the newest request; older answers are ignored
 let shownUrl = null;
+let asking = null;              // the pending token question, shared by requests that need it
+
+// The server asks for a token when it is shared beyond its own computer (HTTP 401 on /api). Ask once,
+// keep the answer for this tab, send it as a Bearer header, and ask again only if it is refused.
+function askToken(refused) {
+  if (!asking) {
+    asking = new Promise((resolve) => {
+      loginError.hidden = !refused;
+      loginError.textContent = refused ? "That token was not accepted. Try again." : "";
+      login.hidden = false;
+      form.hidden = true;
+      tokenInput.focus();
+      login.addEventListener("submit", (e) => {
+        e.preventDefault();
+        sessionStorage.setItem(TOKEN_KEY, tokenInput.value.trim());
+        tokenInput.value = "";
+        login.hidden = true;
+        form.hidden = false;
+        asking = null;
+        resolve();
+      }, {once: true});
+    });
+  }
+  return asking;
+}
+
+async function api(url, options = {}) {
+  for (;;) {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    const headers = token ? {Authorization: `Bearer ${token}`} : {};
+    const response = await fetch(url, {...options, headers});
+    if (response.status !== 401) return response;
+    await askToken(Boolean(token));
+  }
+}
 
 function el(tag, text, className) {
   const node = document.createElement(tag);
@@ -75,7 +114,7 @@ async function send(file) {
   try {
     const body = new FormData();
     body.append("photo", await shrink(file), file.name || "photo");
-    const response = await fetch("/api/predict?heatmap=true", {method: "POST", body});
+    const response = await api("/api/predict?heatmap=true", {method: "POST", body});
     let data = null;
     try { data = await response.json(); } catch { /* not JSON: handled below */ }
     if (id !== current) return;
@@ -193,7 +232,7 @@ async function describeModel() {
   try {
     const [health, species] = await Promise.all([
       fetch("/health").then((r) => r.json()),
-      fetch("/api/species").then((r) => r.json()),
+      api("/api/species").then((r) => r.json()),
     ]);
     hasDetector = Boolean(health.detector);
     const list = $("species-list");
