@@ -29,6 +29,7 @@ def threads(monkeypatch) -> list[int]:
     calls: list[int] = []
     monkeypatch.setattr("torch.set_num_threads", calls.append)
     monkeypatch.setattr(serve_cli, "single_threaded_blas", lambda: calls.append(-1))
+    monkeypatch.setattr(serve_cli, "release_photo_memory", lambda: calls.append(-2))
     return calls
 
 
@@ -52,7 +53,7 @@ def test_defaults_are_loopback_and_the_documented_limits(run_dir):
 def test_options_reach_the_app(run_dir, no_server, capsys, threads):
     assert main(["serve", str(run_dir), "--port", "8123", "--top-k", "2", "--max-upload-mb", "4",
                  "--unknown-threshold", "0.5", "--threads", "3"]) == 0
-    assert threads == [3, -1]  # torch threads, then numpy's BLAS single-threaded
+    assert threads == [3, -1, -2]  # torch threads, numpy's BLAS single-threaded, malloc for photos
     (call,) = no_server
     assert (call["host"], call["port"]) == ("127.0.0.1", 8123)
     config = call["app"].state.config
@@ -139,3 +140,34 @@ def test_port_in_use_is_reported_before_loading(run_dir, capsys):
         port = s.getsockname()[1]
         assert main(["serve", str(run_dir), "--port", str(port)]) == 2
     assert f"port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err
+
+
+_AFTER_FREE = """
+import sys, numpy as np
+from monkeysee.runtime import tune_malloc
+from monkeysee.cli.serve import release_photo_memory
+tune_malloc()  # what the command line does for every command
+released = release_photo_memory() if sys.argv[1] == "serve" else None
+blocks = [np.ones(17 * 1024 * 1024, dtype=np.uint8) for _ in range(16)]  # photo-sized, ~270 MB
+del blocks
+rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:"))
+print(released, rss // 1024)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads resident memory from /proc")
+def test_the_server_gives_photo_sized_memory_back_to_the_os():
+    import subprocess
+    import sys
+
+    def after_free(mode: str) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", _AFTER_FREE, mode], capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        released, mb = out.stdout.split()
+        return released, int(mb)
+
+    released, serve_mb = after_free("serve")
+    if released != "True":
+        pytest.skip("not glibc: mallopt is not available")
+    _, training_mb = after_free("train")
+    assert training_mb - serve_mb > 200, (training_mb, serve_mb)  # training keeps it, the server not

@@ -165,7 +165,10 @@ def guarded_protocol(max_connections: int, header_timeout: float) -> type:
             self._expect_headers()
 
         def _expect_headers(self) -> None:
-            self.loop.call_later(header_timeout, self._headers_due, self.cycle)
+            previous = getattr(self, "_headers_timer", None)
+            if previous is not None:
+                previous.cancel()
+            self._headers_timer = self.loop.call_later(header_timeout, self._headers_due, self.cycle)
 
         def _headers_due(self, cycle: Any) -> None:
             waiting = self.cycle is cycle and (cycle is None or cycle.response_complete)
@@ -203,6 +206,33 @@ def single_threaded_blas():
     return threadpool_limits(1, user_api="blas")
 
 
+_M_MMAP_THRESHOLD = -3
+_M_MMAP_MAX = -4
+_M_TRIM_THRESHOLD = -1
+MMAP_THRESHOLD = 16 * 1024 * 1024
+
+
+def release_photo_memory() -> bool:
+    """Let glibc give photo-sized buffers back to the OS as soon as they are freed.
+
+    The command line tunes malloc for training (never mmap, never trim: freed tensor buffers are kept
+    for the next step). A server decoding photos of every size then keeps its highest water mark for
+    ever, and each request thread's arena keeps its own, so resident memory climbs far past the photos
+    in flight and the memory ceiling means nothing. Here blocks of `MMAP_THRESHOLD` and more (Pillow
+    allocates images in 16 MB blocks) are mapped and unmapped again; the model's smaller activation
+    buffers still come from the heap. Returns False off glibc."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(_M_MMAP_MAX, 65536) == 1  # glibc's default
+        ok &= libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1  # fixed: no dynamic growth
+        ok &= libc.mallopt(_M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD) == 1
+        return bool(ok)
+    except (OSError, AttributeError):
+        return False
+
+
 def check_port(host: str, port: int) -> None:
     """Fail with a clear message, before the model loads, when the address cannot be bound."""
     from monkeysee.errors import ConfigError
@@ -231,6 +261,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     torch.set_num_threads(config.threads)  # process-wide, so set here at the entry point
     single_threaded_blas()
+    release_photo_memory()
     if not is_loopback(config.host) and config.token is None:
         where = config.host or "all addresses"
         print(f"monkeysee serve: warning: listening on {where} with --no-auth: anyone who can reach "
