@@ -55,16 +55,17 @@ def build_run(directory: Path) -> Path:
     """A random-weight efficientnet_lite0 run with 10 species at 224 px: the cost of a trained one."""
     import torch
 
-    from monkeysee.checkpoint import Manifest, save_checkpoint
+    from monkeysee.checkpoint import Manifest
     from monkeysee.data.species import Species
     from monkeysee.models import create_model, get_backbone
+    from monkeysee.rundir import RunDir
 
     torch.manual_seed(0)
     spec = get_backbone("efficientnet_lite0")
     species = tuple(Species(f"n{i}", f"species_{i}", f"genus species{i}") for i in range(10))
-    save_checkpoint(directory, create_model(spec.name, num_classes=10),
-                    Manifest(backbone=spec.name, species=species, preprocess=spec.preprocess,
-                             explain_layer=spec.explain_layer))
+    manifest = Manifest(backbone=spec.name, species=species, preprocess=spec.preprocess,
+                        explain_layer=spec.explain_layer)
+    RunDir(directory).save_checkpoint(create_model(spec.name, num_classes=10), manifest)
     return directory
 
 

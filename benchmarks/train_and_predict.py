@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 PLAIN = r"""
 import sys, time, torch
-from monkeysee.checkpoint import load_run
+from monkeysee.rundir import load_run
 run = load_run(sys.argv[1]); x = torch.load(sys.argv[2])
 model = run.model.eval()
 with torch.inference_mode():
@@ -61,14 +61,14 @@ def train(data: Path, out: Path) -> tuple[float, float]:
 def batch_of_photos(run_dir: Path, path: Path, n: int = 32) -> None:
     import torch
 
-    from monkeysee.checkpoint import read_manifest
     from monkeysee.data.images import load_rgb
     from monkeysee.data.transforms import eval_transform
+    from monkeysee.rundir import RunDir
 
     splits = json.loads((run_dir / "splits.json").read_text())
     root = Path(splits["root"])
     rels = [r for rs in splits["splits"]["test"].values() for r in rs][:n]
-    tf = eval_transform(read_manifest(run_dir).preprocess)
+    tf = eval_transform(RunDir(run_dir).read_manifest().preprocess)
     torch.save(torch.stack([tf(load_rgb(root / r)) for r in rels]), path)
 
 

@@ -1,29 +1,25 @@
 """Self-describing checkpoints: weights in safetensors plus a JSON manifest with everything needed to
-rebuild the model and its preprocessing, so nothing downstream re-declares labels or transforms."""
+rebuild the model and its preprocessing, so nothing downstream re-declares labels or transforms.
+
+This module says what a manifest holds; `monkeysee.rundir` is the one that reads and writes the files."""
 
 from __future__ import annotations
 
-import json
-import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save
 
 from monkeysee import __version__
+from monkeysee.data.preprocess import Preprocess
 from monkeysee.data.species import Species
-from monkeysee.errors import CheckpointError
-from monkeysee.io import atomic_write_json
-from monkeysee.models import Classifier, Preprocess, create_model
+from monkeysee.io import atomic_write_bytes
 
-MANIFEST = "manifest.json"
-WEIGHTS = "model.safetensors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: `files` pins every checkpoint file by size and sha256
 
 
 @dataclass(frozen=True)
@@ -42,6 +38,7 @@ class Manifest:
     unknown: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"bytes", "sha256"}
 
     @property
     def num_classes(self) -> int:
@@ -64,6 +61,7 @@ class Manifest:
             "unknown": self.unknown,
             "versions": self.versions or library_versions(),
             "created": self.created or datetime.now(UTC).isoformat(timespec="seconds"),
+            "files": self.files,
         }
 
     @classmethod
@@ -81,6 +79,7 @@ class Manifest:
             unknown=d.get("unknown", {}),
             versions=d.get("versions", {}),
             created=d.get("created", ""),
+            files=dict(d.get("files", {})),
         )
 
     def replace(self, **changes: Any) -> Manifest:
@@ -106,68 +105,12 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
-    """safetensors file written atomically (temporary name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def tensor_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file's bytes (contiguous CPU copies of `tensors`)."""
+    return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
 
 
-def save_checkpoint(directory: str | Path, model: Classifier, manifest: Manifest) -> Path:
-    """Write `model.safetensors` then `manifest.json` into `directory`, each atomically."""
-    directory = Path(directory)
-    atomic_save_tensors(directory / WEIGHTS, model.state_dict(), {"backbone": manifest.backbone})
-    atomic_write_json(directory / MANIFEST, manifest.to_dict())
-    return directory
-
-
-def read_manifest(directory: str | Path) -> Manifest:
-    path = Path(directory) / MANIFEST
-    if not Path(directory).is_dir():
-        raise CheckpointError("run folder not found", fix="pass the folder that `monkeysee train` wrote",
-                              path=directory)
-    if not path.is_file():
-        raise CheckpointError(
-            f"no {MANIFEST} here, so this is not a finished monkeysee run",
-            fix="pass a run folder written by `monkeysee train` (or resume it with --resume)",
-            path=directory,
-        )
-    try:
-        return Manifest.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"manifest is damaged ({exc})", fix="re-run training", path=path) from exc
-
-
-@dataclass
-class LoadedRun:
-    """A model rebuilt from its run folder, in eval mode, with its manifest."""
-
-    directory: Path
-    model: Classifier
-    manifest: Manifest
-
-    @property
-    def species(self) -> tuple[Species, ...]:
-        return self.manifest.species
-
-
-def load_run(directory: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
-    """Rebuild a trained classifier from `manifest.json` + `model.safetensors` (no pickle involved)."""
-    directory = Path(directory)
-    manifest = read_manifest(directory)
-    weights = directory / WEIGHTS
-    if not weights.is_file():
-        raise CheckpointError(f"{WEIGHTS} is missing", fix="re-run training or copy the whole run folder",
-                              path=directory)
-    model = create_model(manifest.backbone, num_classes=manifest.num_classes, dropout=manifest.dropout)
-    try:
-        model.load_state_dict(load_file(str(weights)))
-    except Exception as exc:  # a truncated or foreign file
-        raise CheckpointError(f"cannot load weights ({exc})", fix="re-run training", path=weights) from exc
-    return LoadedRun(directory, model.to(device).eval(), manifest)
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None,
+                        ) -> None:
+    """safetensors file written atomically (temporary name, fsync, rename)."""
+    atomic_write_bytes(path, tensor_bytes(tensors, metadata))

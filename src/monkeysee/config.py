@@ -45,20 +45,42 @@ class TrainConfig:
     unknown_keep: float = 0.95  # fraction of known-species validation photos the threshold accepts
 
     def __post_init__(self) -> None:
-        checks = [
-            (0.0 <= self.val_fraction < 1.0, "val_fraction must be in [0, 1)"),
-            (0.0 <= self.test_fraction < 1.0, "test_fraction must be in [0, 1)"),
-            (self.views >= 0, "views must be >= 0"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.head_epochs >= 1, "head_epochs must be >= 1"),
-            (self.finetune_epochs >= 0, "finetune_epochs must be >= 0"),
-            (self.patience >= 1, "patience must be >= 1"),
-            (0.0 < self.unknown_keep <= 1.0, "unknown_keep must be in (0, 1]"),
-            (self.precision in {"auto", "bf16", "fp32"}, "precision must be auto, bf16 or fp32"),
+        """Every setting is checked here, before any photo is read or any layer computed."""
+        from monkeysee.models import get_backbone
+        from monkeysee.models.unknown import DETECTORS
+        from monkeysee.runtime import check_device
+
+        checks = [  # (ok, setting, what it must be, an example)
+            (0.0 <= self.val_fraction < 1.0, "val_fraction", "in [0, 1)", "0.1"),
+            (0.0 <= self.test_fraction < 1.0, "test_fraction", "in [0, 1)", "0.15"),
+            (self.val_fraction + self.test_fraction < 0.9, "val_fraction + test_fraction", "below 0.9",
+             "0.1 and 0.15"),
+            (self.views >= 0, "views", ">= 0", "4"),
+            (self.batch_size >= 1, "batch_size", ">= 1", "64"),
+            (self.head_epochs >= 1, "head_epochs", ">= 1", "30"),
+            (self.finetune_epochs >= 0, "finetune_epochs", ">= 0", "6"),
+            (self.unfreeze is None or self.unfreeze >= 1, "unfreeze", ">= 1", "2"),
+            (self.head_lr > 0, "head_lr", "> 0", "3e-3"),
+            (self.finetune_lr > 0, "finetune_lr", "> 0", "3e-4"),
+            (self.finetune_head_lr > 0, "finetune_head_lr", "> 0", "1e-3"),
+            (self.weight_decay >= 0, "weight_decay", ">= 0", "1e-4"),
+            (0.0 <= self.label_smoothing < 1.0, "label_smoothing", "in [0, 1)", "0.1"),
+            (0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", "0.2"),
+            (self.patience >= 1, "patience", ">= 1", "3"),
+            (self.workers >= 0, "workers", ">= 0 (0 decodes in the main process)", "2"),
+            (0.0 < self.unknown_keep <= 1.0, "unknown_keep", "in (0, 1]", "0.95"),
+            (self.precision in {"auto", "bf16", "fp32"}, "precision", "auto, bf16 or fp32", "auto"),
         ]
-        for ok, problem in checks:
+        for ok, name, must, example in checks:
             if not ok:
-                raise ConfigError(problem, fix="correct the value in the config file or on the command line")
+                flag = "--" + name.replace("_", "-")
+                value = getattr(self, name, None)
+                shown = f", not {value!r}" if value is not None else ""
+                raise ConfigError(f"{name} must be {must}{shown}",
+                                  fix=f"pass e.g. {flag} {example} (or correct the config file)")
+        get_backbone(self.backbone)
+        DETECTORS.check(self.unknown_detector)
+        check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -35,3 +35,7 @@ class CheckpointError(MonkeyseeError):
 
 class ConfigError(MonkeyseeError):
     """A configuration value or file that makes no sense."""
+
+
+class ExplainError(MonkeyseeError):
+    """A model, layer or calling context that cannot be looked inside or explained as asked."""

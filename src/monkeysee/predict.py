@@ -5,29 +5,31 @@ Everything (species, preprocessing, backbone, unknown detector) comes from the r
 
 from __future__ import annotations
 
-import threading
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from itertools import islice
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.numpy import load_file as load_numpy
 
-from monkeysee.checkpoint import LoadedRun, load_run
-from monkeysee.data.images import load_rgb
+from monkeysee.data.dataset import decoded_batches
 from monkeysee.data.species import Species
 from monkeysee.data.transforms import eval_transform
-from monkeysee.errors import MonkeyseeError
-from monkeysee.models.unknown import UnknownDetector, softmax
-from monkeysee.runtime import autocast, resolve_precision
+from monkeysee.models.forward import ForwardPass, forward_pass
+from monkeysee.models.hooks import resolve_layer
+from monkeysee.models.unknown import softmax
+from monkeysee.rundir import LoadedRun, RunDir, load_run
+from monkeysee.runtime import checked_precision
 
-UNKNOWN_WEIGHTS = "unknown.safetensors"
+
+class Heatmapper(Protocol):
+    """Draws heatmaps from a pass that hooked `layer` (e.g. `monkeysee.explain.Explainer`)."""
+
+    layer: str | None
+
+    def overlays_for(self, x: torch.Tensor, p: ForwardPass) -> list[np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class Prediction:
     unknown_score: float | None = None
     error: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    overlay: np.ndarray | None = field(default=None, repr=False, compare=False)  # heatmap on the photo
 
     @property
     def best(self) -> Guess | None:
@@ -83,18 +86,23 @@ class Prediction:
         }
         return d
 
-
-def load_unknown_detector(run: LoadedRun) -> UnknownDetector | None:
-    """The detector calibrated at training time, if the run has one."""
-    if not run.manifest.unknown:
-        return None
-    arrays_path = run.directory / UNKNOWN_WEIGHTS
-    arrays = load_numpy(str(arrays_path)) if arrays_path.is_file() else {}
-    return UnknownDetector.from_manifest(run.manifest.unknown, arrays)
+    def line(self) -> str:
+        """One line for people: the species (or "not one of my species"), then the runners-up."""
+        if self.error or self.best is None:
+            return f"ERROR {self.error}"
+        best = self.best
+        name = f"{best.species.display_name} ({best.species.display_latin})"
+        head = f"{self.source}: {name} {best.probability:.1%}"
+        if self.unknown:
+            head = (f"{self.source}: NOT ONE OF MY SPECIES "
+                    f"(nearest: {best.species.display_name}, {best.probability:.1%})")
+        rest = ", ".join(f"{g.species.display_name} {g.probability:.1%}" for g in self.top[1:])
+        return head + (f"  | then {rest}" if rest else "")
 
 
 class Predictor:
-    """Batched inference for one trained run. Safe to share between threads (one model, read-only)."""
+    """Batched inference for one trained run. Safe to share between threads: every pass goes through
+    `forward_pass`, which holds the model lock while its hooks are on the shared model."""
 
     def __init__(
         self,
@@ -106,44 +114,61 @@ class Predictor:
         self.run = run
         self.model = run.model.eval()
         self.device = next(self.model.parameters()).device
-        self.precision = resolve_precision(precision, self.device)
+        self.precision = checked_precision(precision, self.device)
         self.transform = eval_transform(run.manifest.preprocess)
         self.species = run.manifest.species
-        self.detector = load_unknown_detector(run)
+        self.detector = RunDir(run.directory).load_detector(run.manifest)
         if self.detector is not None and unknown_threshold is not None:
             self.detector = self.detector.with_threshold(unknown_threshold)
         self.channels_last = channels_last
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
-        # Explanations add hooks to the model; they take this lock so requests don't see each other's hooks.
-        self.lock = threading.RLock()
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, device: str = "cpu", **kwargs: Any) -> Predictor:
         return cls(load_run(run_dir, device=device), **kwargs)
 
-    @torch.inference_mode()
+    def prepare(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """The model's input batch for decoded RGB photos, on its device and in its memory layout."""
+        return self.as_input(torch.stack([self.transform(im) for im in images]))
+
+    def as_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A normalised batch on the model's device and in its memory layout."""
+        x = x.to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def forward(self, x: torch.Tensor, cam_layer: str | None = None) -> ForwardPass:
+        """The one pass: logits and pooled features, plus `cam_layer`'s activation and the gradient of
+        each photo's predicted logit when a heatmap is wanted."""
+        layer = resolve_layer(self.model, cam_layer) if cam_layer else None
+        return forward_pass(self.model, x, layer=layer, gradients=layer is not None,
+                            precision=self.precision)
+
     def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and pooled features (what the unknown detectors look at) for a normalised batch."""
-        x = x.to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.precision, self.device):
-            fmap = self.model.body(x)
-            pooled = self.model.head.pooled(fmap)
-            logits = self.model.head.fc(pooled)
-        return logits.float().cpu(), pooled.float().cpu()
+        p = self.forward(x.to(self.device))
+        assert p.features is not None  # a Classifier always has them
+        return p.logits.cpu(), p.features.cpu()
 
     def predict_images(
-        self, images: Sequence[Image.Image], top_k: int = 3, sources: Sequence[str] | None = None
+        self,
+        images: Sequence[Image.Image],
+        top_k: int = 3,
+        sources: Sequence[str] | None = None,
+        heatmaps: Heatmapper | None = None,
     ) -> list[Prediction]:
-        """Predictions for already-decoded RGB images."""
+        """Predictions for already-decoded RGB images; with `heatmaps`, each carries its `overlay`, drawn
+        from the same forward pass."""
         if not images:
             return []
-        x = torch.stack([self.transform(im) for im in images])
-        logits, feats = self.logits_and_features(x)
+        x = self.prepare(images)
+        p = self.forward(x, heatmaps.layer if heatmaps is not None else None)
+        assert p.features is not None  # a Classifier always has them
         names = sources or [f"image{i}" for i in range(len(images))]
-        return self.decide(logits.numpy(), feats.numpy(), names, top_k)
+        preds = self.decide(p.logits.cpu().numpy(), p.features.cpu().numpy(), names, top_k)
+        if heatmaps is None:
+            return preds
+        return [replace(pred, overlay=o) for pred, o in zip(preds, heatmaps.overlays_for(x, p), strict=True)]
 
     def decide(
         self, logits: np.ndarray, feats: np.ndarray, sources: Sequence[str], top_k: int
@@ -170,40 +195,16 @@ class Predictor:
         return out
 
     def predict_paths(
-        self, paths: Iterable[str | Path], top_k: int = 3, batch_size: int = 32, workers: int = 2
+        self,
+        paths: Iterable[str | Path],
+        top_k: int = 3,
+        batch_size: int = 32,
+        workers: int = 2,
+        heatmaps: Heatmapper | None = None,
     ) -> Iterator[Prediction]:
         """Stream predictions for any number of photo paths, in order; a bad file yields an error row."""
-        for batch in _decoded_batches(paths, batch_size, workers):
+        for batch in decoded_batches(paths, batch_size, workers):
             good = [(src, im) for src, im in batch if isinstance(im, Image.Image)]
-            preds = iter(self.predict_images([im for _, im in good], top_k, [s for s, _ in good]))
+            preds = iter(self.predict_images([im for _, im in good], top_k, [s for s, _ in good], heatmaps))
             for src, im in batch:
                 yield next(preds) if isinstance(im, Image.Image) else Prediction(source=src, error=im)
-
-
-def _decode(path: str | Path) -> Image.Image | str:
-    try:
-        return load_rgb(path)
-    except MonkeyseeError as exc:
-        return exc.message
-
-
-def _decoded_batches(
-    paths: Iterable[str | Path], batch_size: int, workers: int
-) -> Iterator[list[tuple[str, Image.Image | str]]]:
-    """Decode photos in a thread pool (PIL releases the GIL), at most three batches ahead, in order."""
-    todo = iter(paths)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending: deque[tuple[str, Future]] = deque(
-            (str(p), pool.submit(_decode, p)) for p in islice(todo, batch_size * 3)
-        )
-        batch: list[tuple[str, Image.Image | str]] = []
-        while pending:
-            src, fut = pending.popleft()
-            for p in islice(todo, 1):
-                pending.append((str(p), pool.submit(_decode, p)))
-            batch.append((src, fut.result()))
-            if len(batch) == batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch

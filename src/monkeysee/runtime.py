@@ -48,6 +48,16 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str
     return "bf16" if bf16_supported() else "fp32"
 
 
+def checked_precision(precision: str, device: torch.device | str = "cpu") -> str:
+    """`resolve_precision`, with a ConfigError that names the fix for a bad value."""
+    from monkeysee.errors import ConfigError
+
+    try:
+        return resolve_precision(precision, device)
+    except ValueError as exc:
+        raise ConfigError(str(exc), fix="pass --precision auto, bf16 or fp32") from None
+
+
 def autocast(precision: str, device: torch.device | str = "cpu") -> AbstractContextManager:
     """Autocast context for a resolved precision ('fp32' means none)."""
     if precision == "bf16":
@@ -64,8 +74,29 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def check_device(name: str) -> str:
+    """`name` if this machine has that device ('auto', 'cpu', 'cuda', 'cuda:N'), else a ConfigError."""
+    from monkeysee.errors import ConfigError
+
+    if name in ("auto", "cpu"):
+        return name
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}", fix="pass --device auto, cpu or cuda") from None
+    if device.type != "cuda":
+        raise ConfigError(f"device {name!r} is not supported", fix="pass --device auto, cpu or cuda")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} was asked for, but torch sees no CUDA GPU on this machine",
+                          fix="pass --device auto (or cpu) to train on the CPU")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"there is no {name} (this machine has {torch.cuda.device_count()} GPU(s))",
+                          fix="pass --device cuda:0, or auto")
+    return name
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA when present, else CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return torch.device(check_device(name))

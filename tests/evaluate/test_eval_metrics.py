@@ -14,9 +14,11 @@ from monkeysee.data.species import Species
 from monkeysee.evaluate.metrics import (
     compute_metrics,
     confusion_matrix,
+    expected_calibration_error,
     format_metrics_table,
     most_confused_pairs,
     per_class_report,
+    reliability_table,
     roc_curve,
     sample_losses,
     topk_accuracy,
@@ -125,6 +127,32 @@ def _example() -> tuple[np.ndarray, np.ndarray]:
     return probs, np.array([0, 0, 1, 0, 2])
 
 
+def _two_class(confidence: list[float], correct: list[bool]) -> tuple[np.ndarray, np.ndarray]:
+    probs = np.array([[c, 1 - c] for c in confidence])
+    return probs, np.array([0 if ok else 1 for ok in correct])
+
+
+def test_ece_by_hand():
+    # Bins of width 1/15: 0.95 -> (14/15, 1], 0.55 -> (8/15, 9/15], 0.75 -> (11/15, 12/15].
+    probs, targets = _two_class([0.95, 0.95, 0.55, 0.55, 0.75], [True, False, True, True, False])
+    # |acc - conf| weighted by count: 2 * |0.5 - 0.95| + 2 * |1 - 0.55| + 1 * |0 - 0.75|, over 5 photos.
+    assert expected_calibration_error(probs, targets) == pytest.approx((0.9 + 0.9 + 0.75) / 5)
+    rows = reliability_table(probs, targets)
+    assert len(rows) == 15 and [r["count"] for r in rows] == [0] * 8 + [2, 0, 0, 1, 0, 0, 2]
+    assert rows[14] == {"lo": pytest.approx(14 / 15), "hi": 1.0, "confidence": pytest.approx(0.95),
+                        "accuracy": 0.5, "count": 2}
+    assert rows[0] == {"lo": 0.0, "hi": pytest.approx(1 / 15), "confidence": None, "accuracy": None,
+                       "count": 0}
+
+
+def test_ece_bin_edges_and_perfect_calibration():
+    probs, targets = _two_class([1.0, 1.0], [True, True])
+    assert expected_calibration_error(probs, targets) == 0.0
+    assert reliability_table(probs, targets)[14]["count"] == 2  # 1.0 falls in the last bin
+    assert reliability_table(*_two_class([0.5], [True]), bins=2)[0]["count"] == 1  # bins are (lo, hi]
+    assert expected_calibration_error(np.zeros((0, 2)), np.zeros(0, dtype=int)) == 0.0
+
+
 def test_compute_metrics_by_hand():
     probs, targets = _example()
     m = compute_metrics(probs, targets, SPECIES)
@@ -135,6 +163,8 @@ def test_compute_metrics_by_hand():
     # True class rank: 1, 3, 2, 2, 1 -> all within top 3.
     assert m["top3_accuracy"] == 1.0
     assert m["log_loss"] == pytest.approx(-np.log([0.7, 0.1, 0.3, 0.05, 0.4]).mean())
+    # Top-1 confidences 0.7, 0.6, 0.5, 0.9, 0.4 each fill their own bin; right, wrong, wrong, wrong, right.
+    assert m["ece"] == pytest.approx((0.3 + 0.6 + 0.5 + 0.9 + 0.6) / 5)
     assert m["confusion_matrix"] == [[1, 2, 0], [0, 0, 1], [0, 0, 1]]
     # F1: howler p=1 r=1/3 -> 1/2; capuchin 0; marmoset p=1/2 r=1 -> 2/3.
     assert [r["f1"] for r in m["per_species"]] == pytest.approx([0.5, 0.0, 2 / 3])
@@ -167,6 +197,7 @@ def test_format_metrics_table_is_readable():
     table = format_metrics_table(compute_metrics(probs, targets, SPECIES))
     lines = table.splitlines()
     assert lines[1].startswith("accuracy") and "40.0%" in lines[1] and "95% CI" in lines[1]
+    assert "calibration ECE 58.0%  (15 bins, top-1 confidence)" in lines
     assert any(line.startswith("n1     white headed capuchin") for line in lines)
     assert "mantled howler → white headed capuchin: 2" in table
     # Species rows line up: same length as the header.

@@ -10,9 +10,12 @@ from PIL import Image
 
 from monkeysee.data.species import Species
 from monkeysee.evaluate.interpret import TopLoss
+from monkeysee.evaluate.metrics import reliability_table
 from monkeysee.evaluate.plots import (
     _confusion_figure,
+    _reliability_figure,
     plot_confusion_matrix,
+    plot_reliability,
     plot_top_losses,
     plot_training_curves,
     plot_unknown_scores,
@@ -114,3 +117,23 @@ def test_unknown_scores(tmp_path):
     known, unknown = rng.normal(0, 1, 200), rng.normal(3, 1, 80)
     out = plot_unknown_scores(known, unknown, 1.6, tmp_path / "unk.png", "energy")
     assert _png_size(out) == (1100, 450)
+
+
+def test_reliability_diagram_bars_are_the_per_bin_accuracies(tmp_path):
+    conf = [0.95, 0.95, 0.55, 0.55, 0.75]
+    probs = np.array([[c, 1 - c] for c in conf])
+    table = reliability_table(probs, np.array([0, 1, 0, 0, 1]))  # right, wrong, right, right, wrong
+    fig = _reliability_figure(table, ece=0.51, dpi=100)
+    ax, ax_count = fig.axes
+    bars = ax.containers[0]
+    assert [round(b.get_x() * 15) for b in bars] == [8, 11, 14]  # only filled bins get a bar
+    assert [b.get_height() for b in bars] == pytest.approx([1.0, 0.0, 0.5])
+    assert [b.get_width() for b in bars] == pytest.approx([1 / 15] * 3)
+    assert ax.get_title() == "Reliability diagram (ECE 51.0%)"
+    assert ax.get_ylabel() == "accuracy" and ax.get_xlim() == (0, 1) and ax.get_ylim() == (0, 1)
+    assert ax_count.get_xlabel() == "confidence (top-1 probability)" and ax_count.get_ylabel() == "photos"
+    assert [b.get_height() for b in ax_count.containers[0]] == [0] * 8 + [2, 0, 0, 1, 0, 0, 2]
+    diagonal = ax.lines[1]
+    assert list(diagonal.get_xdata()) == [0, 1] and list(diagonal.get_ydata()) == [0, 1]
+    out = plot_reliability(table, tmp_path / "rel.png", ece=0.51)
+    assert _png_size(out) == (600, 700)

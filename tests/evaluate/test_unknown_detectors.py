@@ -20,7 +20,6 @@ from monkeysee.models.unknown import (
     auroc,
     build_detector,
     calibrate_threshold,
-    compare_detectors,
     fpr_at_tpr,
     get_detector,
 )
@@ -189,21 +188,3 @@ def test_damaged_manifest_is_a_checkpoint_error():
     meta, arrays = det.to_manifest()
     with pytest.raises(CheckpointError, match="damaged"):
         UnknownDetector.from_manifest(meta, {"unknown.means": arrays["unknown.means"]})
-
-
-def test_compare_detectors_rows():
-    train_logits, feats, targets, sample, centres, ood_centre = _clusters()
-    val = [sample(20, c) for c in centres]
-    val_logits = np.concatenate([v[0] for v in val])
-    val_feats = np.concatenate([v[1] for v in val])
-    ood_logits, ood_feats = sample(40, ood_centre)
-    rows = compare_detectors(train_logits, feats, targets, val_logits, val_feats, ood_logits, ood_feats,
-                             keep=0.95, params={"knn": {"k": 3}})
-    assert [r["name"] for r in rows] == list(DETECTORS)
-    by_name = {r["name"]: r for r in rows}
-    for r in rows:
-        assert set(r) == {"name", "auroc", "threshold", "ood_rejected", "known_kept", "fpr_at_tpr"}
-        assert r["known_kept"] == pytest.approx(57 / 60)
-        assert r["ood_rejected"] == pytest.approx(1 - r["fpr_at_tpr"])
-    assert by_name["mahalanobis"]["auroc"] > 0.99 and by_name["knn"]["auroc"] > 0.99
-    assert by_name["mahalanobis"]["ood_rejected"] > 0.9

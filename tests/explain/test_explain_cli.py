@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from monkeysee.checkpoint import Manifest, save_checkpoint
+from monkeysee.checkpoint import Manifest
 from monkeysee.cli import main
 from monkeysee.data.species import Species
 from monkeysee.models import Preprocess, create_model
+from monkeysee.rundir import RunDir
 
 SPECIES = (
     Species("n0", "mantled_howler", "alouatta_palliata"),
@@ -31,7 +32,9 @@ def run_dir(tmp_path_factory):
         preprocess=Preprocess(64, 0.875, "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
         explain_layer="body.head",
     )
-    return save_checkpoint(tmp_path_factory.mktemp("run"), model, manifest)
+    directory = tmp_path_factory.mktemp("run")
+    RunDir(directory).save_checkpoint(model, manifest)
+    return directory
 
 
 @pytest.fixture(scope="module")

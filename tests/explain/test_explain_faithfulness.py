@@ -10,6 +10,8 @@ import pytest
 import torch
 from torch import nn
 
+from monkeysee.data.layout import DataIndex, Sample
+from monkeysee.data.species import Species
 from monkeysee.explain.faithfulness import (
     deletion_insertion,
     drop_and_increase,
@@ -18,6 +20,7 @@ from monkeysee.explain.faithfulness import (
     rank_correlation,
 )
 from monkeysee.explain.photos import candidate_photos, held_out_photos, spread
+from monkeysee.rundir import RunDir
 
 
 class CornerModel(nn.Module):
@@ -168,19 +171,13 @@ def test_held_out_split_of_a_run_is_preferred(tmp_path):
     for name in ("a.jpg", "b.jpg"):
         (data / "training" / "n0" / name).write_bytes(b"x")
     run = tmp_path / "run"
-    run.mkdir()
-    splits = {
-        "root": str(data),
-        "splits": {
-            "train": {"n0": ["training/n0/a.jpg"]},
-            "val": {"n0": []},
-            "test": {"n0": ["training/n0/b.jpg"]},
-        },
-    }
-    (run / "splits.json").write_text(json.dumps(splits))
+    sample = {name: Sample(data / "training" / "n0" / name, 0) for name in ("a.jpg", "b.jpg")}
+    index = DataIndex(root=data, species=[Species("n0", "zero")], train=[sample["a.jpg"]], val=[],
+                      test=[sample["b.jpg"]])
+    RunDir(run).write_splits(index)
     assert held_out_photos(run) == [data / "training" / "n0" / "b.jpg"]
     photos, source = candidate_photos(run, None)
-    assert photos == [data / "training" / "n0" / "b.jpg"] and "splits.json" in source
+    assert photos == [data / "training" / "n0" / "b.jpg"] and source == f"held-out split of run {run}"
     from monkeysee.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--data"):

@@ -202,7 +202,7 @@ def test_images_must_match_the_photos(cnn, photos):
 def test_forward_passes_of_other_threads_are_not_captured(cnn, photos):
     import threading
 
-    from monkeysee.explain.layers import Capture
+    from monkeysee.models.hooks import Capture
 
     capture = Capture("body.stage2", track_grad=True)
     seen = []

@@ -21,10 +21,10 @@ from torch import nn
 
 from monkeysee.errors import ConfigError
 from monkeysee.explain import Explainer, explain, method_names
-from monkeysee.explain.engine import _layer_pass
 from monkeysee.explain.faithfulness import evaluate_faithfulness, rank_correlation
-from monkeysee.explain.layers import resolve_layer
 from monkeysee.models import create_model, get_backbone
+from monkeysee.models.forward import forward_pass
+from monkeysee.models.hooks import resolve_layer
 from monkeysee.runtime import bf16_supported
 
 needs_bf16 = pytest.mark.skipif(
@@ -97,14 +97,13 @@ def test_bf16_actually_runs_in_bf16_and_returns_float32(cnn, photos):
 
 @needs_bf16
 def test_gradients_under_autocast_are_taken_at_the_layer_and_cast_to_float32(cnn, photos):
-    name, module = resolve_layer(cnn, None)
-    exact = _layer_pass(cnn, photos, name, module, None, True, 32, "fp32")
-    fast = _layer_pass(cnn, photos, name, module, exact.targets, True, 32, "bf16")
-    assert fast.activations.dtype == fast.gradients.dtype == fast.logits.dtype == torch.float32
-    assert not fast.gradients.requires_grad and not fast.activations.requires_grad
+    layer = resolve_layer(cnn, None)
+    exact = forward_pass(cnn, photos, layer=layer, gradients=True, precision="fp32")
+    fast = forward_pass(cnn, photos, layer=layer, targets=exact.targets, gradients=True, precision="bf16")
+    assert fast.activation.dtype == fast.gradients.dtype == fast.logits.dtype == torch.float32
+    assert not fast.gradients.requires_grad and not fast.activation.requires_grad
     scale = exact.gradients.abs().max()
     assert (fast.gradients - exact.gradients).abs().max() <= 0.02 * scale
-    assert fast.probe.precision == "bf16"
     assert all(p.grad is None for p in cnn.parameters())
 
 

@@ -17,14 +17,14 @@ import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
-from safetensors.numpy import save_file
 
-from monkeysee.checkpoint import Manifest, save_checkpoint
+from monkeysee.checkpoint import Manifest
 from monkeysee.cli.serve import uvicorn_options
 from monkeysee.data.species import Species
 from monkeysee.models import Preprocess, create_model, get_backbone
 from monkeysee.models.unknown import build_detector
-from monkeysee.predict import UNKNOWN_WEIGHTS, Predictor
+from monkeysee.predict import Predictor
+from monkeysee.rundir import RunDir
 from monkeysee.serve import ServeConfig, create_app
 
 BACKBONE = "efficientnet_lite0"
@@ -60,15 +60,13 @@ def build_run(directory: Path, with_detector: bool) -> Path:
     pre = Preprocess(INPUT_SIZE, 0.875, spec.preprocess.interpolation, spec.preprocess.mean,
                      spec.preprocess.std)
     manifest = Manifest(backbone=BACKBONE, species=SPECIES, preprocess=pre, explain_layer=spec.explain_layer)
-    save_checkpoint(directory, model, manifest)
+    RunDir(directory).save_checkpoint(model, manifest)
     if with_detector:
         predictor = Predictor.from_run_dir(directory, precision="fp32")
         x = torch.stack([predictor.transform(im) for im in synthetic_photos(16)])
         logits, feats = (t.numpy() for t in predictor.logits_and_features(x))
         detector = build_detector("mahalanobis", feats, logits.argmax(1), logits, feats, keep=0.95)
-        meta, arrays = detector.to_manifest()
-        save_checkpoint(directory, model, manifest.replace(unknown=meta))
-        save_file(arrays, str(directory / UNKNOWN_WEIGHTS))
+        RunDir(directory).save_checkpoint(model, manifest, detector)
     return directory
 
 

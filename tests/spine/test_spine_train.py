@@ -16,10 +16,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from monkeysee.checkpoint import load_run, save_checkpoint
 from monkeysee.data.images import load_rgb
 from monkeysee.data.layout import scan_dataset
 from monkeysee.predict import Predictor
+from monkeysee.rundir import RunDir, load_run
 from monkeysee.train.trainer import Trainer
 from tests.conftest import tiny_config
 
@@ -53,8 +53,10 @@ def test_tiny_model_learns_the_synthetic_species(tiny_run: Path):
 def test_checkpoint_round_trip_gives_identical_predictions(tiny_run, tmp_path: Path, synthetic_data: Path):
     photos = sorted((synthetic_data / "training").rglob("*.jpg"))[:8]
     first = load_run(tiny_run)
-    copy = save_checkpoint(tmp_path / "copy", first.model, first.manifest)
+    copy = tmp_path / "copy"
+    RunDir(copy).save_checkpoint(first.model, first.manifest, RunDir(tiny_run).load_detector())
     second = load_run(copy)
+    assert second.manifest.files == first.manifest.files  # the same bytes, pinned the same
     a = Predictor(first, precision="fp32", channels_last=False)
     b = Predictor(second, precision="fp32", channels_last=False)
     x = torch.stack([a.transform(load_rgb(p)) for p in photos])

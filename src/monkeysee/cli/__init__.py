@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from monkeysee import __version__
 from monkeysee.errors import MonkeyseeError
+from monkeysee.registry import Registry
 
 Arguments = Callable[[argparse.ArgumentParser], None]
 Runner = Callable[[argparse.Namespace], "int | None"]
@@ -26,14 +27,14 @@ class Command:
     order: int
 
 
-COMMANDS: dict[str, Command] = {}
+COMMANDS: Registry[Command] = Registry("command")
 
 
 def command(name: str, help: str, arguments: Arguments, order: int = 50) -> Callable[[Runner], Runner]:
     """Register `run` as `monkeysee NAME`; `arguments` adds its options to the subparser."""
 
     def register(run: Runner) -> Runner:
-        COMMANDS[name] = Command(name, help, arguments, run, order)
+        COMMANDS.add(name, Command(name, help, arguments, run, order))
         return run
 
     return register

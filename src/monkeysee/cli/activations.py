@@ -46,13 +46,13 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     order=41,
 )
 def run(args: argparse.Namespace) -> int:
-    from monkeysee.checkpoint import load_run
     from monkeysee.data.images import load_rgb
     from monkeysee.errors import ConfigError
     from monkeysee.explain import Explainer, photo_names
     from monkeysee.explain.render import activation_overview, channel_grid, most_active_channels, save_figure
     from monkeysee.explain.result import file_safe
     from monkeysee.models import create_model, get_backbone
+    from monkeysee.rundir import load_run
 
     if args.channels < 1:
         raise ConfigError(

@@ -33,11 +33,10 @@ def run(args: argparse.Namespace) -> int:
 def _imagenet(out: Path) -> int:
     import numpy as np
     import skimage.data
-    import torch
     from PIL import Image
     from torchvision.models import ResNet18_Weights
 
-    from monkeysee.explain.api import Explainer
+    from monkeysee.explain import DEFAULT_METHOD, Explainer
     from monkeysee.explain.render import save_png
     from monkeysee.models import create_model, get_backbone
 
@@ -46,18 +45,18 @@ def _imagenet(out: Path) -> int:
     model = create_model(spec.name, pretrained=True).eval()
     explainer = Explainer(model, spec.preprocess, layer=spec.explain_layer)
     photos = [Image.fromarray(np.asarray(getattr(skimage.data, n)())).convert("RGB") for n in SAMPLE_PHOTOS]
-    x, _ = explainer.prepare(photos)
-    with torch.no_grad():
-        probs = model(x).softmax(1)
+    x, seen = explainer.prepare(photos)
+    answer, results = explainer.explain_prepared(x, seen, (DEFAULT_METHOD,))  # one pass: answer + heatmap
+    probs = answer.logits.softmax(1)
     out.mkdir(parents=True, exist_ok=True)
     print(f"No --data given: the bundled ImageNet {spec.name} ({spec.weights_source}) names what it sees\n"
           "in photos that scikit-image ships, and Grad-CAM shows where it looked.\n")
-    cams = explainer.explain(photos, ("gradcam",))["gradcam"].overlays()
+    cams = results[DEFAULT_METHOD].overlays()
     for name, p, cam in zip(SAMPLE_PHOTOS, probs, cams, strict=True):
         top = p.topk(3)
         guesses = ", ".join(f"{names[i]} {v:.1%}" for v, i in zip(top.values.tolist(), top.indices.tolist(),
                                                                    strict=True))
-        path = save_png(cam, out / f"{name}.gradcam.png")
+        path = save_png(cam, out / f"{name}.{DEFAULT_METHOD}.png")
         print(f"  {name:<10} {guesses}\n  {'':<10} heatmap: {path}")
     print(f"\n{DATA_HELP}")
     return 0
@@ -67,33 +66,28 @@ def _with_data(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from monkeysee.config import TrainConfig
-    from monkeysee.data.images import load_rgb
     from monkeysee.evaluate.runner import evaluate_run
-    from monkeysee.explain.api import Explainer
+    from monkeysee.explain import DEFAULT_METHOD, Explainer
     from monkeysee.explain.render import save_png
     from monkeysee.predict import Predictor
+    from monkeysee.rundir import CURVES, MANIFEST, WEIGHTS, RunDir
     from monkeysee.train.trainer import Trainer
 
     out = Path(args.out)
     run_dir = Trainer(TrainConfig(data=args.data, out=str(out)), out).run(log=tqdm.write)
     predictor = Predictor.from_run_dir(run_dir)
     evaluate_run(run_dir, "test", predictor=predictor)
-    import json
-
-    splits = json.loads((run_dir / "splits.json").read_text())
-    root = Path(splits["root"])
-    examples = [root / rels[0] for rels in splits["splits"]["test"].values() if rels][:4]
+    run = RunDir(run_dir)
+    test = run.read_splits().test
+    examples = [next(s.path for s in test if s.target == t) for t in sorted({s.target for s in test})][:4]
     print("\nA few held-out photos:")
-    from monkeysee.cli.predict import format_line
-
-    explainer = Explainer.from_run(predictor.run)
-    for pred in predictor.predict_paths(examples):
-        print("  " + format_line(pred))
-    first = load_rgb(examples[0])
-    cam = explainer.explain([first], ("gradcam",))["gradcam"].overlays()[0]
-    cam_path = save_png(cam, run_dir / "demo-gradcam.png")
+    explainer = Explainer.from_run(predictor.run, precision=predictor.precision)
+    preds = list(predictor.predict_paths(examples, heatmaps=explainer))
+    for pred in preds:
+        print("  " + pred.line())
+    cam_path = save_png(preds[0].overlay, run_dir / f"demo-{DEFAULT_METHOD}.png")
     print(f"\nrun folder: {run_dir}"
-          f"\n  checkpoint: {run_dir / 'manifest.json'}, {run_dir / 'model.safetensors'}"
-          f"\n  curves: {run_dir / 'curves.png'}\n  evaluation: {run_dir / 'eval' / 'test'}"
-          f"\n  Grad-CAM of {examples[0].name}: {cam_path}")
+          f"\n  checkpoint: {run.file(MANIFEST)}, {run.file(WEIGHTS)}"
+          f"\n  curves: {run.file(CURVES)}\n  evaluation: {run.eval_dir('test')}"
+          f"\n  {DEFAULT_METHOD} of {examples[0].name}: {cam_path}")
     return 0

@@ -12,7 +12,7 @@ DEFAULT_OUT = "explanations"
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    from monkeysee.explain.methods import method_names
+    from monkeysee.explain import method_names
 
     methods = "|".join([*method_names(), "all"])
     p.add_argument("run_dir", type=Path, help="run folder written by `monkeysee train`")
@@ -86,8 +86,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     order=40,
 )
 def run(args: argparse.Namespace) -> int:
-    from monkeysee.checkpoint import load_run
     from monkeysee.errors import ConfigError
+    from monkeysee.rundir import load_run
 
     if not 0.0 <= args.alpha <= 1.0:
         raise ConfigError(f"--alpha must be between 0 and 1, not {args.alpha}", fix="pass e.g. --alpha 0.5")
@@ -105,12 +105,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace, loaded) -> int:
     from monkeysee.data.images import load_rgb
-    from monkeysee.explain import Explainer, photo_names
-    from monkeysee.explain.methods import resolve_methods
+    from monkeysee.explain import DEFAULT_METHOD, Explainer, photo_names, resolve_methods
     from monkeysee.explain.render import save_figure, side_by_side
     from monkeysee.explain.result import CamResult, file_safe
 
-    methods = resolve_methods(args.methods or ["gradcam"])
+    methods = resolve_methods(args.methods or [DEFAULT_METHOD])
     explainer = Explainer.from_run(loaded, layer=args.layer, precision=args.precision)
     target = explainer.target(args.species)  # a bad name fails before any photo is read
     names = photo_names(args.photos)
@@ -143,7 +142,7 @@ def _explain(args: argparse.Namespace, loaded) -> int:
 
 
 def _title(method: str) -> str:
-    from monkeysee.explain.methods import METHODS
+    from monkeysee.explain import METHODS
 
     return METHODS[method].title
 

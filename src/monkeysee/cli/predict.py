@@ -12,11 +12,16 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
 from monkeysee.cli import command
-from monkeysee.errors import ConfigError, ImageError
+from monkeysee.errors import ConfigError
+
+if TYPE_CHECKING:
+    from monkeysee.explain import Explainer
+    from monkeysee.predict import Prediction, Predictor
 
 CSV_FIELDS = ["source", "species", "latin_name", "label", "probability", "unknown", "unknown_score",
               "top", "error"]
@@ -67,18 +72,6 @@ def csv_row(pred) -> dict[str, str]:
     return {k: d.get(k, "") for k in CSV_FIELDS if k not in {"top", "error"}} | {"top": top, "error": ""}
 
 
-def format_line(pred) -> str:
-    if pred.error:
-        return f"ERROR {pred.error}"
-    best = pred.best
-    head = f"{pred.source}: {best.species.display_name} ({best.species.display_latin}) {best.probability:.1%}"
-    if pred.unknown:
-        head = (f"{pred.source}: NOT ONE OF MY SPECIES "
-                f"(nearest: {best.species.display_name}, {best.probability:.1%})")
-    rest = ", ".join(f"{g.species.display_name} {g.probability:.1%}" for g in pred.top[1:])
-    return head + (f"  | then {rest}" if rest else "")
-
-
 @command("predict", help="Name the species in photos or folders", arguments=_arguments, order=30)
 def run(args: argparse.Namespace) -> int:
     from monkeysee.predict import Predictor
@@ -99,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     counts = {"photos": 0, "errors": 0, "unknown": 0}
     bar = tqdm(desc="predicting", unit="photo", disable=None if (csv_path or args.json) else True)
     try:
-        for pred in predictor.predict_paths(paths, args.top_k, args.batch_size):
+        for pred in predictor.predict_paths(paths, args.top_k, args.batch_size, heatmaps=explainer):
             counts["photos"] += 1
             counts["errors"] += pred.error is not None
             counts["unknown"] += pred.unknown
@@ -108,9 +101,9 @@ def run(args: argparse.Namespace) -> int:
             elif args.json:
                 print(json.dumps(pred.to_dict()), flush=True)
             else:
-                print(format_line(pred), flush=True)
-            if explainer is not None and pred.error is None:
-                _write_cam(explainer, pred, Path(args.cams))
+                print(pred.line(), flush=True)
+            if pred.overlay is not None:
+                _write_cam(pred, Path(args.cams))
             if csv_file is not None and counts["photos"] % args.batch_size == 0:
                 csv_file.flush()
             bar.update(1)
@@ -126,27 +119,22 @@ def run(args: argparse.Namespace) -> int:
     return 1 if counts["photos"] and counts["errors"] == counts["photos"] else 0
 
 
-def _explainer(predictor, cams: str | None):
+def _explainer(predictor: Predictor, cams: str | None) -> Explainer | None:
     if not cams:
         return None
-    from monkeysee.explain.api import Explainer
+    from monkeysee.explain import Explainer
 
     Path(cams).mkdir(parents=True, exist_ok=True)
-    return Explainer.from_run(predictor.run)
+    return Explainer.from_run(predictor.run, precision=predictor.precision)
 
 
-def _write_cam(explainer, pred, out: Path) -> None:
-    """Grad-CAM overlay of the predicted species; the name carries a hash of the full path so photos
-    with the same name in different folders never overwrite each other."""
+def _write_cam(pred: Prediction, out: Path) -> None:
+    """The heatmap of the predicted species; the name carries a hash of the full path so photos with the
+    same name in different folders never overwrite each other."""
     import hashlib
 
-    from monkeysee.data.images import load_rgb
     from monkeysee.explain.render import save_png
 
-    try:
-        image = load_rgb(pred.source)
-    except ImageError:
-        return
-    result = explainer.explain([image], ("gradcam",), species=pred.best.index)["gradcam"]
-    tag = hashlib.sha1(str(pred.source).encode()).hexdigest()[:8]
-    save_png(result.overlays()[0], out / f"{Path(pred.source).stem}-{tag}.{pred.best.species.label}.png")
+    assert pred.overlay is not None and pred.best is not None
+    tag = hashlib.sha1(str(pred.source).encode(errors="surrogateescape")).hexdigest()[:8]
+    save_png(pred.overlay, out / f"{Path(pred.source).stem}-{tag}.{pred.best.species.label}.png")

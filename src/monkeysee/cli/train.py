@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from monkeysee.cli import command
 from monkeysee.config import TrainConfig, read_config_file
 from monkeysee.data.augment import AugmentConfig
+from monkeysee.errors import ConfigError
 from monkeysee.models import available_backbones
 
 # CLI flag -> TrainConfig field; every flag defaults to None so the config file's value stands.
@@ -59,6 +60,32 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     return cfg.updated(**changes)
 
 
+RESUMABLE = ("data", "workers", "device", "unknown_detector", "unknown_keep")
+"""Settings a resumed run may change: where the photos are, how it runs, and what is decided after the
+last epoch. Anything else would mix two recipes in one model."""
+
+
+def resumed_config(recorded: TrainConfig, args: argparse.Namespace) -> TrainConfig:
+    """The recorded config with the flags given to `--resume` applied, or a ConfigError naming a flag that
+    would change what has already been computed."""
+    given = {name: getattr(args, name) for name in _FLAGS if getattr(args, name) is not None}
+    if args.data:
+        given["data"] = args.data
+    for flag in ("config", "augment", "out"):
+        if getattr(args, flag):
+            raise ConfigError(f"--{flag} cannot change a run being resumed",
+                              fix=f"drop --{flag} to resume with the recorded settings, or start a new run")
+    changed = {k: v for k, v in given.items() if getattr(recorded, k) != v}
+    fixed = sorted(k for k in changed if k not in RESUMABLE)
+    if fixed:
+        shown = ", ".join(f"--{k.replace('_', '-')} {changed[k]} (recorded: {getattr(recorded, k)})"
+                          for k in fixed)
+        raise ConfigError(f"{shown} would change a run that is half done",
+                          fix="drop those flags to resume with the recorded settings, or start a new run "
+                              "with --out NEW_FOLDER")
+    return recorded.updated(**changed)
+
+
 @command("train", help="Train a species classifier (two-phase transfer learning)", arguments=_arguments,
          order=10)
 def run(args: argparse.Namespace) -> int:
@@ -67,8 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume:
         trainer = Trainer.resume(args.resume)
-        if args.data:
-            trainer.cfg = trainer.cfg.updated(data=args.data)
+        trainer.cfg = resumed_config(trainer.cfg, args)
     else:
         cfg = resolve_config(args)
         trainer = Trainer(cfg, Path(cfg.out))

@@ -1,6 +1,9 @@
 """Training-time augmentation: a mild random crop, then ONE operation drawn at random per photo.
 
-Each operation is a named builder in `AUGMENTATIONS`; adding one is a single `@augmentation` function.
+Each operation is a named builder in the `AUGMENTATIONS` registry; adding one is a single `@augmentation`
+function. Besides the geometric and colour ops, every kind of `monkeysee.data.corrupt` (blur, JPEG, noise,
+low light, fences, ...) is an op of the same name, applied to the input-size crop at a severity drawn from
+`AugmentConfig.corrupt_severity`, so the model sees photos as keepers' phones take them.
 Eval preprocessing lives in `monkeysee.data.transforms` and is never augmented.
 """
 
@@ -11,17 +14,34 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 import torchvision.transforms.v2 as T
 from PIL import Image
 
+from monkeysee.data.corrupt import CORRUPTIONS, MAX_SEVERITY, Corruption
 from monkeysee.data.preprocess import Preprocess
 from monkeysee.data.transforms import INTERPOLATION, to_normalized_tensor
 from monkeysee.errors import ConfigError
+from monkeysee.registry import Registry
 
 Transform = Callable[[Image.Image], Image.Image]
 
-DEFAULT_OPS = ("identity", "hflip", "rotate", "affine", "blur", "color", "crop", "grayscale")
+GEOMETRY_AND_COLOUR_OPS = ("identity", "hflip", "rotate", "affine", "blur", "color", "crop", "grayscale")
+# The degradations keepers' photos suffer, one op each. 'dark', 'sensor_noise', 'bars' and 'contrast' are
+# registered too but left out by default: 'low_light', 'gaussian_noise', 'wire_mesh' and 'glare' cover them.
+DEGRADATION_OPS = (
+    "gaussian_blur",
+    "motion_blur",
+    "jpeg",
+    "gaussian_noise",
+    "low_light",
+    "overexposure",
+    "low_resolution",
+    "wire_mesh",
+    "glare",
+)
+DEFAULT_OPS = GEOMETRY_AND_COLOUR_OPS + DEGRADATION_OPS
 
 
 @dataclass(frozen=True)
@@ -41,6 +61,8 @@ class AugmentConfig:
     saturation: float = 0.3
     hue: float = 0.05
     zoom_scale: tuple[float, float] = (0.35, 0.8)  # area kept by the extra 'crop' operation
+    # Severity range (of 1..5) for the degradation ops, drawn uniformly per photo; 3 is the issue's setting.
+    corrupt_severity: tuple[float, float] = (1.0, 4.0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ops", tuple(self.ops))
@@ -50,12 +72,18 @@ class AugmentConfig:
         if unknown:
             raise ConfigError(
                 f"unknown augmentation(s) {', '.join(map(repr, unknown))}",
-                fix=f"choose from: {', '.join(AUGMENTATIONS)}",
+                fix=f"choose from: {AUGMENTATIONS.choices()}",
             )
         for name in ("base_scale", "zoom_scale"):
             lo, hi = getattr(self, name)
             if not 0.0 < lo <= hi <= 1.0:
                 raise ConfigError(f"{name} must satisfy 0 < low <= high <= 1, not {(lo, hi)}")
+        lo, hi = self.corrupt_severity
+        if not 1.0 <= lo <= hi <= MAX_SEVERITY:
+            raise ConfigError(
+                f"corrupt_severity must satisfy 1 <= low <= high <= {MAX_SEVERITY}, not {(lo, hi)}",
+                fix="e.g. [1.0, 4.0]",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -73,17 +101,12 @@ class AugmentConfig:
 
 
 Builder = Callable[[AugmentConfig, Preprocess], Transform]
-AUGMENTATIONS: dict[str, Builder] = {}
+AUGMENTATIONS: Registry[Builder] = Registry("augmentation")
 
 
 def augmentation(name: str) -> Callable[[Builder], Builder]:
     """Register a builder `(cfg, pre) -> transform` under `name`."""
-
-    def register(builder: Builder) -> Builder:
-        AUGMENTATIONS[name] = builder
-        return builder
-
-    return register
+    return AUGMENTATIONS.register(name)
 
 
 def _fill(pre: Preprocess) -> list[int]:
@@ -141,14 +164,42 @@ def _grayscale(cfg: AugmentConfig, pre: Preprocess) -> Transform:
     return T.Grayscale(num_output_channels=3)
 
 
+class Degrade:
+    """A corruption at a random severity in `severity` (low, high), seeded from torch's global generator.
+
+    Drawing the seed from torch keeps the one source of randomness that DataLoader seeds per worker.
+    """
+
+    def __init__(self, kind: Corruption, severity: tuple[float, float]) -> None:
+        self.kind, self.severity = kind, severity
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        return self.kind(image, rng.uniform(*self.severity), rng)
+
+    def __repr__(self) -> str:
+        return f"Degrade({self.kind.name}, severity={self.severity})"
+
+
+def _degradation(kind: Corruption) -> Builder:
+    def build(cfg: AugmentConfig, pre: Preprocess) -> Transform:
+        return Degrade(kind, cfg.corrupt_severity)
+
+    return build
+
+
+for _name, _kind in CORRUPTIONS.items():
+    AUGMENTATIONS.add(_name, _degradation(_kind))
+
+
 def build_ops(pre: Preprocess, cfg: AugmentConfig) -> dict[str, Transform]:
     """{op name: transform} for the operations in `cfg`, in its order."""
     missing = [op for op in cfg.ops if op not in AUGMENTATIONS]
     if missing:
         raise ConfigError(
-            f"unknown augmentation(s) {', '.join(missing)}", fix=f"choose from: {', '.join(AUGMENTATIONS)}"
+            f"unknown augmentation(s) {', '.join(missing)}", fix=f"choose from: {AUGMENTATIONS.choices()}"
         )
-    return {op: AUGMENTATIONS[op](cfg, pre) for op in cfg.ops}
+    return {op: AUGMENTATIONS.get(op)(cfg, pre) for op in cfg.ops}
 
 
 def base_crop(pre: Preprocess, cfg: AugmentConfig) -> Transform:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import random
 import warnings
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from monkeysee.data.images import load_rgb
 from monkeysee.data.layout import Sample
-from monkeysee.errors import ImageError
+from monkeysee.errors import ImageError, MonkeyseeError
 
 Item = tuple[torch.Tensor | None, int, int]
 
@@ -90,3 +94,32 @@ def make_loader(
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         **kwargs,
     )
+
+
+def _decode_or_reason(path: str | Path) -> Image.Image | str:
+    try:
+        return load_rgb(path)
+    except MonkeyseeError as exc:
+        return exc.message
+
+
+def decoded_batches(
+    paths: Iterable[str | Path], batch_size: int, workers: int
+) -> Iterator[list[tuple[str, Image.Image | str]]]:
+    """Decode photos in a thread pool (PIL releases the GIL), at most three batches ahead, in order."""
+    todo = iter(paths)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: deque[tuple[str, Future]] = deque(
+            (str(p), pool.submit(_decode_or_reason, p)) for p in islice(todo, batch_size * 3)
+        )
+        batch: list[tuple[str, Image.Image | str]] = []
+        while pending:
+            src, fut = pending.popleft()
+            for p in islice(todo, 1):
+                pending.append((str(p), pool.submit(_decode_or_reason, p)))
+            batch.append((src, fut.result()))
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch

@@ -170,13 +170,16 @@ def scan_dataset(
     labels_file: Path | None = None,
     workers: int = 4,
     verify: bool = True,
+    min_species: int = 1,
+    need_val: bool = False,
 ) -> DataIndex:
     """Find species and photos under `root`, drop unreadable files, and split the rest.
 
     `val_fraction` and `test_fraction` are fractions of each class's training photos (see `_carve`).
     With `verify` (the default) every file is decoded once, in `workers` threads, so unreadable files
     land in `skipped` now rather than crashing an epoch later; `verify=False` trusts every file (for
-    quick looks such as the augmentation preview).
+    quick looks such as the augmentation preview). Fewer than `min_species` class folders is refused
+    before any photo is read (a classifier needs two species to tell apart).
     """
     _check_fractions(val_fraction, test_fraction)
     if workers < 1:
@@ -193,9 +196,18 @@ def scan_dataset(
     labels = _class_dirs(train_dir, warnings)
     if not labels:
         raise DataError("no class folders found", fix=_LAYOUT_FIX, path=train_dir)
+    if len(labels) < min_species:
+        raise DataError(
+            f"only {len(labels)} species folder ({', '.join(labels)}); a classifier needs at least "
+            f"{min_species} species to tell apart",
+            fix="add a folder of photos for each other species (DIR/<species>/photo.jpg)", path=train_dir)
     if val_dir is not None:
         _check_same_classes(labels, _class_dirs(val_dir, warnings), train_dir, val_dir)
 
+    if need_val and val_dir is None and val_fraction <= 0:
+        raise ConfigError("val_fraction is 0 and there is no validation folder, so nothing would be left "
+                          "for early stopping and calibration",
+                          fix="pass --val-fraction 0.1, or add DIR/validation/<species>/ folders")
     species = _species(root, labels, labels_file, warnings)
     train_files = {label: list(iter_photos(train_dir / label)) for label in labels}
     val_files = {label: list(iter_photos(val_dir / label)) for label in labels} if val_dir else {}

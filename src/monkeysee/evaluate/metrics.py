@@ -143,6 +143,50 @@ def roc_curve(known_scores: np.ndarray, unknown_scores: np.ndarray) -> tuple[np.
     return np.concatenate([[0.0], fpr]), np.concatenate([[0.0], tpr])
 
 
+ECE_BINS = 15
+
+
+def _bin_index(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-width bins over [0, 1], each (lo, hi], the first also taking 0."""
+    return np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+
+
+def reliability_table(probs: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS) -> list[dict[str, Any]]:
+    """Per confidence bin: its range, mean top-1 confidence, accuracy and photo count.
+
+    Empty bins have count 0 and None for confidence and accuracy (JSON null), so the table always has
+    `bins` rows.
+    """
+    probs, targets = _check_probs(probs, targets)
+    if bins < 1:
+        raise ValueError(f"need at least one bin, got {bins}")
+    confidence = probs.max(axis=1).astype(np.float64)
+    correct = (probs.argmax(axis=1) == targets).astype(np.float64)
+    idx = _bin_index(confidence, bins)
+    count = np.bincount(idx, minlength=bins)
+    conf_sum = np.bincount(idx, weights=confidence, minlength=bins)
+    acc_sum = np.bincount(idx, weights=correct, minlength=bins)
+    return [
+        {
+            "lo": i / bins,
+            "hi": (i + 1) / bins,
+            "confidence": float(conf_sum[i] / count[i]) if count[i] else None,
+            "accuracy": float(acc_sum[i] / count[i]) if count[i] else None,
+            "count": int(count[i]),
+        }
+        for i in range(bins)
+    ]
+
+
+def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE: the photo-weighted mean |accuracy - confidence| over equal-width top-1 confidence bins."""
+    rows = reliability_table(probs, targets, bins)
+    n = sum(r["count"] for r in rows)
+    if n == 0:
+        return 0.0
+    return float(sum(r["count"] * abs(r["accuracy"] - r["confidence"]) for r in rows if r["count"]) / n)
+
+
 def compute_metrics(probs: np.ndarray, targets: np.ndarray, species: Sequence[Species]) -> dict[str, Any]:
     """All evaluation numbers for one split, JSON-ready (plain floats, ints and lists).
 
@@ -167,6 +211,7 @@ def compute_metrics(probs: np.ndarray, targets: np.ndarray, species: Sequence[Sp
         "top3_accuracy": topk_accuracy(probs, targets, 3),
         "macro_f1": float(report["f1"][present].mean()) if present.any() else 0.0,
         "log_loss": float(sample_losses(probs, targets).mean()) if n else 0.0,
+        "ece": expected_calibration_error(probs, targets),
         "per_species": [
             {
                 "label": s.label,
@@ -197,6 +242,8 @@ def format_metrics_table(metrics: dict[str, Any]) -> str:
         f"{'macro F1':<16}{metrics['macro_f1']:.3f}",
         f"{'log loss':<16}{metrics['log_loss']:.3f}",
     ]
+    if "ece" in metrics:  # manifests written before calibration was measured lack it
+        lines.append(f"{'calibration ECE':<16}{metrics['ece']:.1%}  ({ECE_BINS} bins, top-1 confidence)")
     rows = metrics.get("per_species", [])
     if rows:
         names = [r["common_name"].replace("_", " ") for r in rows]

@@ -242,3 +242,37 @@ def plot_unknown_scores(
     known = np.asarray(known_scores, dtype=np.float64).ravel()
     unknown = np.asarray(unknown_scores, dtype=np.float64).ravel()
     return _save(_unknown_figure(known, unknown, float(threshold), name, dpi), path)
+
+
+def _reliability_figure(table: Sequence[Mapping[str, Any]], ece: float | None, dpi: int) -> Figure:
+    fig = _figure(6.0, 7.0, dpi)
+    ax, ax_count = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    lo = np.array([float(r["lo"]) for r in table])
+    width = np.array([float(r["hi"]) - float(r["lo"]) for r in table])
+    count = np.array([int(r["count"]) for r in table])
+    acc = np.array([_value(r, "accuracy") for r in table])
+    conf = np.array([_value(r, "confidence") for r in table])
+    filled = count > 0
+    ax.bar(lo[filled], acc[filled], width=width[filled], align="edge", color="tab:blue", edgecolor="black",
+           linewidth=0.6, label="accuracy")
+    ax.plot(conf[filled], acc[filled], "o", color="tab:red", markersize=4, label="mean confidence in bin")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    title = "Reliability diagram" + (f" (ECE {ece:.1%})" if ece is not None else "")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax_count.bar(lo, count, width=width, align="edge", color="lightgrey", edgecolor="black", linewidth=0.6)
+    ax_count.set_xlabel("confidence (top-1 probability)")
+    ax_count.set_ylabel("photos")
+    return fig
+
+
+def plot_reliability(
+    table: Sequence[Mapping[str, Any]], path: str | Path, ece: float | None = None, *, dpi: int = DPI
+) -> Path:
+    """Reliability diagram from `metrics.reliability_table` rows: accuracy per confidence bin against the
+    diagonal, with the photo count per bin below."""
+    return _save(_reliability_figure(table, ece, dpi), path)

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from monkeysee.data.layout import DataIndex, Sample, scan_dataset
+from monkeysee.data.dataset import decoded_batches
+from monkeysee.data.layout import Sample, scan_dataset
 from monkeysee.errors import ConfigError, DataError
 from monkeysee.evaluate.interpret import Interpretation
 from monkeysee.evaluate.metrics import compute_metrics, format_metrics_table
 from monkeysee.evaluate.plots import plot_confusion_matrix, plot_top_losses
 from monkeysee.io import atomic_write_bytes, atomic_write_json
 from monkeysee.models.unknown import softmax
-from monkeysee.predict import Predictor, _decoded_batches
+from monkeysee.predict import Predictor
+from monkeysee.rundir import RunDir
 
 RUN_SPLITS = ("test", "val", "train")
 
@@ -28,12 +28,8 @@ RUN_SPLITS = ("test", "val", "train")
 def split_samples(run_dir: Path, split: str, data: str | Path | None, predictor: Predictor) -> list[Sample]:
     """Photos of `split`: a split recorded in the run ('test', 'val', 'train'), the data folder's
     'validation' folder, or a PATH laid out folder-per-species (species matched by label)."""
-    splits_file = run_dir / "splits.json"
     if split in RUN_SPLITS:
-        if not splits_file.is_file():
-            raise DataError("the run records no splits", fix="pass --split PATH", path=run_dir)
-        record = json.loads(splits_file.read_text())
-        index = DataIndex.from_json(record, data or record["root"])
+        index = RunDir(run_dir).read_splits(data)
         samples = index.split(split)
         if not samples:
             raise DataError(f"split {split!r} of this run is empty", fix="choose another --split")
@@ -64,12 +60,11 @@ def predict_samples(predictor: Predictor, samples: list[Sample], batch_size: int
     logits, feats, kept, errors = [], [], [], []
     with tqdm(total=len(samples), desc="evaluating", unit="photo", disable=None, leave=False) as bar:
         start = 0
-        for batch in _decoded_batches([s.path for s in samples], batch_size, workers=2):
+        for batch in decoded_batches([s.path for s in samples], batch_size, workers=2):
             good = [(start + i, im) for i, (_, im) in enumerate(batch) if not isinstance(im, str)]
             errors += [{"path": src, "error": im} for src, im in batch if isinstance(im, str)]
             if good:
-                x = torch.stack([predictor.transform(im) for _, im in good])
-                out, f = predictor.logits_and_features(x)
+                out, f = predictor.logits_and_features(predictor.prepare([im for _, im in good]))
                 logits.append(out.numpy())
                 feats.append(f.numpy())
                 kept += [i for i, _ in good]
@@ -98,7 +93,7 @@ def evaluate_run(
     metrics = compute_metrics(probs, targets, predictor.species)
     metrics |= {"split": split, "unreadable": errors, "run": str(run_dir)}
     name = Path(split).name if split not in RUN_SPLITS and split != "validation" else split
-    out = run_dir / "eval" / name
+    out = RunDir(run_dir).eval_dir(name)
     interp.save(out / "predictions")
     atomic_write_json(out / "metrics.json", metrics)
     cm = np.asarray(metrics["confusion_matrix"])
@@ -106,8 +101,9 @@ def evaluate_run(
     plot_confusion_matrix(cm, names, out / "confusion_matrix.png")
     _write_confusion_csv(out / "confusion_matrix.csv", cm, names)
     _plot_top_losses(interp, predictor, out / "top_losses.png")
-    if split == "test":
-        _record_in_manifest(run_dir, metrics)
+    if split == "test":  # the held-out numbers travel with the checkpoint (manifest.metrics.test)
+        keys = ("n", "accuracy", "accuracy_ci95", "top3_accuracy", "macro_f1", "log_loss")
+        RunDir(run_dir).record_metrics("test", {k: metrics[k] for k in keys if k in metrics})
     log(format_metrics_table(metrics))
     log(f"evaluation written to {out}")
     return metrics
@@ -128,14 +124,3 @@ def _plot_top_losses(interp: Interpretation, predictor: Predictor, path: Path, k
     items = interp.top_losses(k)
     images = [load_rgb(item.path) for item in items]
     plot_top_losses(items, images, predictor.species, path)
-
-
-def _record_in_manifest(run_dir: Path, metrics: dict[str, Any]) -> None:
-    """The held-out numbers travel with the checkpoint (manifest.metrics.test)."""
-    from monkeysee.checkpoint import MANIFEST
-
-    path = run_dir / MANIFEST
-    manifest = json.loads(path.read_text())
-    keys = ("n", "accuracy", "accuracy_ci95", "top3_accuracy", "macro_f1", "log_loss")
-    manifest.setdefault("metrics", {})["test"] = {k: metrics[k] for k in keys if k in metrics}
-    atomic_write_json(path, manifest)

@@ -8,12 +8,12 @@ from contextlib import ExitStack
 import torch
 from torch import nn
 
-from monkeysee.explain.layers import Capture, forward_hook, resolve_layer
+from monkeysee.models.hooks import Capture, forward_hook, resolve_layer
 
 
 def stage_layers(model: nn.Module) -> list[str]:
     """The default layers: every body stage of a monkeysee Classifier, input to output."""
-    from monkeysee.explain.layers import default_layer
+    from monkeysee.models.hooks import default_layer
 
     stage_names = getattr(model, "stage_names", None)
     return list(stage_names()) if callable(stage_names) else [default_layer(model)]
@@ -27,7 +27,7 @@ def layer_activations(
     `x` is one photo (3, H, W) or a batch (B, 3, H, W); outputs keep the batch dimension and are detached
     CPU copies. Runs without gradients, in eval mode, hooks removed afterwards; the model is untouched.
     """
-    from monkeysee.explain.layers import evaluating
+    from monkeysee.models.hooks import evaluating
 
     resolved = list(dict(resolve_layer(model, name) for name in (layers or stage_layers(model))).items())
     if x.dim() == 3:

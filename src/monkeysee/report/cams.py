@@ -16,10 +16,7 @@ from tqdm.auto import tqdm
 
 from monkeysee.data.images import load_rgb
 from monkeysee.errors import ImageError
-from monkeysee.explain.api import Explainer
-from monkeysee.explain.engine import explain
-
-METHOD = "gradcam"
+from monkeysee.explain import DEFAULT_METHOD, Explainer
 
 
 class OverlayBank:
@@ -69,10 +66,8 @@ class OverlayBank:
                 batch = todo[start : start + batch_size]
                 x = torch.stack([inputs[p] for p, _ in batch])
                 images = np.stack([self._photos[p] for p, _ in batch])
-                targets = torch.tensor([t for _, t in batch])
-                result = explain(explainer.model, x, explainer.layer, (METHOD,), targets, images=images)[
-                    METHOD
-                ]
+                _, results = explainer.explain_prepared(x, images, (DEFAULT_METHOD,), [t for _, t in batch])
+                result = results[DEFAULT_METHOD]
                 for key, picture in zip(batch, result.overlays(self.alpha), strict=True):
                     self._overlays[key] = picture
                 bar.update(len(batch))

@@ -3,19 +3,19 @@ index, the stored test predictions, and (lazily) the model."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from monkeysee.checkpoint import Manifest, read_manifest
+from monkeysee.checkpoint import Manifest
 from monkeysee.data.layout import DataIndex
 from monkeysee.data.species import Species
 from monkeysee.errors import CheckpointError, ConfigError, DataError, MonkeyseeError
 from monkeysee.evaluate.interpret import Interpretation
 from monkeysee.report.cams import OverlayBank
 from monkeysee.report.html import code
+from monkeysee.rundir import RunDir
 
 EVAL_SPLIT = "test"
 # Grad-CAM (what the report's overlays use) against its best-known variant. Each method costs ~200 model
@@ -44,7 +44,7 @@ class ReportOptions:
     batch_size: int = 16
 
     def __post_init__(self) -> None:
-        from monkeysee.explain.methods import resolve_methods
+        from monkeysee.explain import resolve_methods
 
         object.__setattr__(
             self, "faithfulness_methods", tuple(resolve_methods(list(self.faithfulness_methods)))
@@ -79,7 +79,7 @@ class ReportContext:
     config: dict[str, Any]
     history: list[dict[str, Any]]
     summary: dict[str, Any] | None
-    splits: dict[str, Any] | None
+    recorded_root: Path | None  # where splits.json says the photos were
     index: DataIndex | None
     data_root: Path | None
     photos_ok: bool
@@ -94,14 +94,15 @@ class ReportContext:
     @classmethod
     def load(cls, run_dir: str | Path, options: ReportOptions) -> ReportContext:
         run_dir = Path(run_dir)
-        manifest = read_manifest(run_dir)
-        splits = _read_json(run_dir / "splits.json")
-        root = options.data or (Path(splits["root"]) if splits and "root" in splits else None)
+        run = RunDir(run_dir)
+        manifest = run.read_manifest()
+        recorded_root = run.splits_root()
+        root = options.data or recorded_root
         problems = {}
         index = None
-        if splits and root is not None:
+        if run.has_splits() and root is not None:
             try:
-                index = DataIndex.from_json(splits, root)
+                index = run.read_splits(root)
             except DataError as exc:
                 problems["data"] = exc.message
         photos_ok = bool(
@@ -111,10 +112,10 @@ class ReportContext:
             run_dir=run_dir,
             options=options,
             manifest=manifest,
-            config=_read_json(run_dir / "config.json") or manifest.config,
-            history=_read_json(run_dir / "history.json") or [],
-            summary=_read_json(run_dir / "data_summary.json"),
-            splits=splits,
+            config=run.read_config() or manifest.config,
+            history=run.read_history(),
+            summary=run.read_summary(),
+            recorded_root=recorded_root,
             index=index,
             data_root=root,
             photos_ok=photos_ok,
@@ -127,7 +128,7 @@ class ReportContext:
 
     @property
     def eval_dir(self) -> Path:
-        return self.run_dir / "eval" / EVAL_SPLIT
+        return RunDir(self.run_dir).eval_dir(EVAL_SPLIT)
 
     def _load_evaluation(self) -> None:
         """Stored test metrics and predictions; evaluates the run first when they are missing."""
@@ -148,7 +149,7 @@ class ReportContext:
                 why = exc.message if isinstance(exc, MonkeyseeError) else f"{exc.strerror}: {exc.filename}"
                 self.problems["metrics"] = f"evaluating the run on its test photos failed ({why})"
                 return
-        self.metrics = _read_json(metrics_file)
+        self.metrics = RunDir(self.run_dir).read_json(metrics_file.relative_to(self.run_dir))
         try:
             self.interp = Interpretation.load(self.eval_dir / "predictions")
         except CheckpointError as exc:
@@ -180,10 +181,10 @@ class ReportContext:
     def photo_path(self, stored: str | Path) -> Path:
         """Where a photo recorded in the run's files is now: moved along with --data when it was given."""
         path = Path(stored)
-        if path.is_file() or self.splits is None or self.data_root is None:
+        if path.is_file() or self.recorded_root is None or self.data_root is None:
             return path
         try:
-            return self.data_root / path.relative_to(self.splits.get("root", ""))
+            return self.data_root / path.relative_to(self.recorded_root)
         except ValueError:
             return path
 
@@ -194,14 +195,3 @@ class ReportContext:
             f"No {what}: the photos are not at {where} (the data or the run folder may have moved). "
             f"Rebuild the report with {code('--data DIR')} pointing at the data folder to see them."
         )
-
-
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"cannot read {path.name} ({exc})", fix="re-run the step that wrote it", path=path
-        ) from exc

@@ -22,22 +22,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from monkeysee.data.images import load_rgb_bytes
+from monkeysee.data.preprocess import Preprocess
 from monkeysee.data.transforms import denormalize
 from monkeysee.errors import ImageError, MonkeyseeError
-from monkeysee.explain import render
-from monkeysee.explain.engine import normalize01, upsample
-from monkeysee.explain.layers import Capture, forward_hook, resolve_layer
-from monkeysee.explain.methods import METHODS, LayerPass, Probe
-from monkeysee.models import Preprocess
+from monkeysee.explain import DEFAULT_METHOD, Explainer, render
 from monkeysee.models.unknown import UnknownDetector
 from monkeysee.predict import Prediction, Predictor
-from monkeysee.runtime import autocast
 
-CAM_METHOD = "gradcam"
 MAX_ASPECT = 20.0
 """Longest side over shortest side; beyond it the resize to the model's input would explode in memory."""
 
@@ -124,7 +118,7 @@ class PhotoService:
         self.max_pixels = max_pixels
         self.alpha = alpha
         self.cmap = cmap
-        self.layer_name, self.layer = resolve_layer(predictor.model, predictor.run.manifest.explain_layer)
+        self.explainer = Explainer.from_run(predictor.run, precision=predictor.precision)
         self._worker = _BatchWorker(self._run_batch, max_batch)
 
     @classmethod
@@ -136,6 +130,11 @@ class PhotoService:
         if predictor.detector is None and unknown_threshold is not None:
             predictor.detector = UnknownDetector("max_softmax", float(unknown_threshold), None)
         return cls(predictor, max_pixels=max_pixels, max_batch=max_batch)
+
+    @property
+    def layer_name(self) -> str:
+        """The layer the heatmaps explain (the run's recorded explanation layer)."""
+        return str(self.explainer.layer)
 
     @property
     def preprocess(self) -> Preprocess:
@@ -182,7 +181,7 @@ class PhotoService:
         overlay = render.overlay(out.seen, out.cam, self.alpha, self.cmap)
         box = crop_box(size, self.preprocess)
         layer = heatmap_layer(out.cam, box, self.cmap) if heatmap else None
-        return CamImages(CAM_METHOD, self.layer_name, species, png_data_url(overlay),
+        return CamImages(DEFAULT_METHOD, str(self.explainer.layer), species, png_data_url(overlay),
                          None if layer is None else png_data_url(layer), box)
 
     # --- the model (its own thread) -----------------------------------------------------------------
@@ -202,14 +201,16 @@ class PhotoService:
         todo = [j for j, r in zip(jobs, results, strict=True) if r is _PENDING]
         if not todo:
             return results
-        x = torch.stack(inputs)
+        x = self.predictor.as_input(torch.stack(inputs))
         cams = seen = None
-        if any(j.cam for j in todo):
-            logits, feats, cams = self._forward_with_cam(x)
-            seen = denormalize(x, self.preprocess).mul(255).round().to(torch.uint8)
+        want_cam = any(j.cam for j in todo)
+        p = self.predictor.forward(x, self.explainer.layer if want_cam else None)
+        assert p.features is not None
+        logits, feats = p.logits.cpu(), p.features.cpu()
+        if want_cam:
+            cams = self.explainer.cams(x, p)[DEFAULT_METHOD].upsampled
+            seen = denormalize(x.float().cpu(), self.preprocess).mul(255).round().to(torch.uint8)
             seen = seen.permute(0, 2, 3, 1).numpy()
-        else:
-            logits, feats = self.predictor.logits_and_features(x)
         outputs = iter(
             _Output(logits[i].numpy(), feats[i].numpy(),
                     cams[i] if cams is not None and j.cam else None,
@@ -217,32 +218,6 @@ class PhotoService:
             for i, j in enumerate(todo)
         )
         return [next(outputs) if r is _PENDING else r for r in results]
-
-    def _forward_with_cam(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-        """Logits, pooled features and the Grad-CAM of the top class, from one forward pass."""
-        p = self.predictor
-        model = p.model
-        x = x.to(p.device)
-        if p.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        layer = Capture(self.layer_name, track_grad=True)
-        pooled = Capture("head.pool")
-        # The hooks are on the shared model: hold the predictor's lock while they are in place.
-        with p.lock, forward_hook(self.layer, layer), forward_hook(model.head.pool, pooled):
-            with torch.no_grad(), autocast(p.precision, p.device):  # grad switches on at the layer
-                out = model(x)
-            with torch.enable_grad():
-                logits = out.float()
-                targets = logits.detach().argmax(dim=1)
-                score = logits.gather(1, targets[:, None]).sum()
-            activation = layer.result()
-            (grads,) = torch.autograd.grad(score, activation)
-        lp = LayerPass(activation.detach().float(), grads.float(), logits.detach(), targets,
-                       Probe(model, self.layer_name, self.layer, x))
-        raw = F.relu(METHODS[CAM_METHOD]().map(lp).detach().float())
-        cams = normalize01(upsample(raw, tuple(x.shape[-2:])))
-        feats = pooled.result().flatten(1).float()
-        return logits.detach().cpu(), feats.cpu(), cams.cpu().numpy()
 
 
 def crop_box(size: tuple[int, int], pre: Preprocess) -> tuple[float, float, float, float]:

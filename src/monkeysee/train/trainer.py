@@ -1,17 +1,12 @@
 """Two-phase transfer learning (frozen body + new head, then the top stages fine-tuned at a lower
-learning rate), early stopping on the validation split, and resumable, atomic run folders.
+learning rate), early stopping on the validation split, and resumable runs.
 
-Run folder layout:
-  config.json, splits.json, data_summary.json     what was asked and what data it saw
-  history.csv, history.json, curves.png           how training went
-  manifest.json, model.safetensors                the self-describing checkpoint (written last)
-  unknown.safetensors                             arrays of the "not one of my species" detector
-  state/                                          resume state: cache, last/best weights, optimizer
+The run folder's files are read and written through `monkeysee.rundir.RunDir`; what only training
+needs lives in its `state/` folder: the frozen-layer cache, last/best weights, optimizer, progress.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -23,16 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from monkeysee.checkpoint import Manifest, atomic_save_tensors, save_checkpoint
-from monkeysee.config import TrainConfig, read_config_file
+from monkeysee.checkpoint import Manifest, atomic_save_tensors
+from monkeysee.config import TrainConfig
 from monkeysee.data.augment import train_transform
 from monkeysee.data.layout import DataIndex, scan_dataset
 from monkeysee.data.transforms import eval_transform
@@ -40,11 +33,10 @@ from monkeysee.errors import CheckpointError, ConfigError
 from monkeysee.io import atomic_write_bytes, atomic_write_json
 from monkeysee.models import Classifier, create_model, get_backbone
 from monkeysee.models.unknown import build_detector
-from monkeysee.predict import UNKNOWN_WEIGHTS
+from monkeysee.rundir import CURVES, RunDir
 from monkeysee.runtime import autocast, pick_device, resolve_precision, seed_everything
 from monkeysee.train.cache import SplitCache, encode, load_caches, save_caches
 
-STATE = "state"
 PHASES = ("head", "finetune")
 
 
@@ -69,10 +61,12 @@ class Progress:
 class Trainer:
     """Owns one run folder. `run()` trains from scratch or from the last completed epoch."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, resuming: bool = False) -> None:
         self.cfg = cfg
         self.dir = Path(run_dir)
-        self.state_dir = self.dir / STATE
+        self.run_dir = RunDir(self.dir)
+        self.state_dir = self.run_dir.state
+        self.resuming = resuming
         self.device = pick_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.spec = get_backbone(cfg.backbone)
@@ -82,22 +76,28 @@ class Trainer:
 
     @classmethod
     def resume(cls, run_dir: str | Path) -> Trainer:
-        run_dir = Path(run_dir)
-        cfg_path = run_dir / "config.json"
-        if not cfg_path.is_file():
+        recorded = RunDir(run_dir).read_config()
+        if recorded is None:
             raise CheckpointError("no config.json, so nothing to resume", fix="start a new run with "
                                   "`monkeysee train --data DIR --out RUN_DIR`", path=run_dir)
-        trainer = cls(TrainConfig.from_dict(read_config_file(cfg_path)), run_dir)
-        progress = run_dir / STATE / "progress.json"
+        trainer = cls(TrainConfig.from_dict(recorded), run_dir, resuming=True)
+        progress = trainer.state_dir / "progress.json"
         if progress.is_file():
             trainer.progress = Progress(**json.loads(progress.read_text()))
         return trainer
 
     def run(self, log: Callable[[str], None] = print) -> Path:
         cfg = self.cfg
+        if not self.resuming and self.run_dir.holds_run():
+            recorded = self.run_dir.read_config() or {}
+            raise ConfigError(
+                f"the run folder already holds a run (trained on {recorded.get('data', 'unknown data')}); "
+                "training into it would mix two runs",
+                fix=f"continue that run with `monkeysee train --resume {self.dir}`, or pass a new --out",
+                path=self.dir)
         seed_everything(cfg.seed)
         self.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.dir / "config.json", cfg.to_dict())
+        self.run_dir.write_config(cfg.to_dict())
         index = self._data_index(log)
         model = create_model(cfg.backbone, len(index.species), pretrained=True, weights=cfg.weights,
                              dropout=cfg.dropout).to(self.device)
@@ -123,26 +123,20 @@ class Trainer:
     # --- data ---------------------------------------------------------------------------------
 
     def _data_index(self, log: Callable[[str], None]) -> DataIndex:
-        splits = self.dir / "splits.json"
-        if splits.is_file():  # resuming: the very same split, even if the folder gained photos
-            record = json.loads(splits.read_text())
-            return DataIndex.from_json(record, self.cfg.data or record["root"])
+        if self.run_dir.has_splits():  # resuming: the very same split, even if the folder gained photos
+            return self.run_dir.read_splits(self.cfg.data)
         if not self.cfg.data:
             raise ConfigError("no data folder given", fix="pass --data DIR (see README for the layout)")
         index = scan_dataset(self.cfg.data, val_fraction=self.cfg.val_fraction,
-                             test_fraction=self.cfg.test_fraction, seed=self.cfg.seed)
+                             test_fraction=self.cfg.test_fraction, seed=self.cfg.seed, min_species=2,
+                             need_val=True)
         for w in index.warnings:
             log(f"warning: {w}")
         for s in index.skipped:
             log(f"skipped {s.path}: {s.reason}")
         log(f"data: {len(index.species)} species; {len(index.train)} train, {len(index.val)} val "
             f"({index.val_source}), {len(index.test)} held-out test photos; {len(index.skipped)} skipped")
-        atomic_write_json(splits, index.to_json())
-        atomic_write_json(self.dir / "data_summary.json", {
-            "root": str(index.root), "counts": index.counts(), "fingerprint": index.fingerprint(),
-            "skipped": [{"path": str(s.path), "reason": s.reason} for s in index.skipped],
-            "warnings": index.warnings, "val_source": index.val_source,
-        })
+        self.run_dir.write_splits(index)
         return index
 
     def _caches(self, model: Classifier, cut: int, index: DataIndex, log) -> dict[str, SplitCache]:
@@ -156,14 +150,13 @@ class Trainer:
         t0 = time.perf_counter()
         common = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
                       precision=self.precision, device=self.device)
+        # The test split is not encoded: training never looks at it (evaluate reads the photos).
         caches = {"train": encode(lower, index.train, clean, aug, cfg.views, desc="frozen layers: train",
-                                  **common)}
-        for name in ("val", "test"):
-            caches[name] = encode(lower, index.split(name), clean, None, 0, desc=f"frozen layers: {name}",
-                                  **common)
+                                  **common),
+                  "val": encode(lower, index.val, clean, None, 0, desc="frozen layers: val", **common)}
         self.progress.cache_seconds = round(time.perf_counter() - t0, 3)
         log(f"frozen layers computed once for {len(index.train)} x {cfg.views + 1} train views and "
-            f"{len(index.val) + len(index.test)} val/test photos in {time.perf_counter() - t0:.1f}s")
+            f"{len(index.val)} val photos in {time.perf_counter() - t0:.1f}s")
         save_caches(path, caches, {"backbone": cfg.backbone, "cut": str(cut)})
         return caches
 
@@ -172,7 +165,7 @@ class Trainer:
         size = self.spec.preprocess.input_size
         with torch.no_grad():
             per_view = lower(torch.zeros(1, 3, size, size, device=self.device)).numel()
-        views = len(index.train) * (self.cfg.views + 1) + len(index.val) + len(index.test)
+        views = len(index.train) * (self.cfg.views + 1) + len(index.val)
         need = views * per_view * (2 if self.precision == "bf16" else 4)
         available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
         if need > 0.6 * available:
@@ -287,7 +280,7 @@ class Trainer:
                     "scheduler": sched.state_dict()}, buf)
         atomic_write_bytes(self.state_dir / "optimizer.pt", buf.getvalue())
         atomic_write_json(self.state_dir / "progress.json", self.progress.to_dict())
-        _write_history(self.dir, self.progress.history)
+        self.run_dir.write_history(self.progress.history)
 
     def _load_optim(self, opt, sched, phase: str) -> None:
         path = self.state_dir / "optimizer.pt"
@@ -320,9 +313,6 @@ class Trainer:
         detector = build_detector(cfg.unknown_detector, feats["train"].numpy(),
                                   caches["train"].targets.numpy(), val_logits, feats["val"].numpy(),
                                   keep=cfg.unknown_keep)
-        unknown_json, unknown_arrays = detector.to_manifest()
-        save_numpy({k: np.ascontiguousarray(v) for k, v in unknown_arrays.items()},
-                   str(self.dir / UNKNOWN_WEIGHTS))
         val_row = next(r for r in p.history if r["phase"] == p.best_phase and r["epoch"] == p.best_epoch)
         manifest = Manifest(
             backbone=cfg.backbone,
@@ -336,10 +326,9 @@ class Trainer:
                               "val_acc": val_row["val_acc"]}, "precision": self.precision,
                      "train_seconds": round(p.cache_seconds + sum(r["seconds"] for r in p.history), 1)},
             data_fingerprint=index.fingerprint(),
-            unknown=unknown_json,
         )
-        plot_training_curves(p.history, self.dir / "curves.png")
-        save_checkpoint(self.dir, model.to(memory_format=torch.contiguous_format), manifest)
+        plot_training_curves(p.history, self.run_dir.file(CURVES))
+        self.run_dir.save_checkpoint(model.to(memory_format=torch.contiguous_format), manifest, detector)
         log(f"best: {p.best_phase} epoch {p.best_epoch}, val acc {val_row['val_acc']:.4f}; "
             f"unknown detector {detector.name} keeps {cfg.unknown_keep:.0%} of known val photos")
         return self.dir
@@ -376,16 +365,6 @@ def _train_mode(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
-
-
-def _write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    atomic_write_json(run_dir / "history.json", history)
-    if history:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-        atomic_write_bytes(run_dir / "history.csv", buf.getvalue().encode())
 
 
 @contextmanager

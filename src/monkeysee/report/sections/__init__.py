@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import ClassVar, TypeVar
 
+from monkeysee.registry import Registry
 from monkeysee.report.context import ReportContext
 
 _MODULES = ("summary", "photos", "checks")
@@ -31,14 +32,12 @@ class Section:
 
 
 S = TypeVar("S", bound=type[Section])
-SECTIONS: dict[str, type[Section]] = {}
+SECTIONS: Registry[type[Section]] = Registry("report section")
 
 
 def section(cls: S) -> S:
     """Class decorator: add a section to the report under its `id`."""
-    if cls.id in SECTIONS:
-        raise ValueError(f"report section {cls.id!r} registered twice")
-    SECTIONS[cls.id] = cls
+    SECTIONS.add(cls.id, cls)
     return cls
 
 

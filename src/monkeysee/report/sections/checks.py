@@ -29,8 +29,8 @@ class Faithfulness(Section):
     def render(self, ctx: ReportContext) -> str:
         import torch
 
+        from monkeysee.explain import METHODS
         from monkeysee.explain.faithfulness import evaluate_faithfulness
-        from monkeysee.explain.methods import METHODS
         from monkeysee.explain.photos import spread
 
         n = ctx.options.faithfulness_photos

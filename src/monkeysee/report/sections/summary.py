@@ -216,7 +216,7 @@ class Data(Section):
             totals.update(n)
             rows.append([species_label(ctx, i), esc(label), n["train"], n["val"], n["test"], sum(n.values())])
         total = sum(totals.values())
-        val_source = (ctx.summary or ctx.splits or {}).get("val_source", "carved")
+        val_source = (ctx.summary or {}).get("val_source", ctx.index.val_source if ctx.index else "carved")
         val_text = (
             "carved from the training photos"
             if val_source == "carved"
@@ -249,7 +249,7 @@ class Data(Section):
             )
         )
         parts.append(self._skipped(ctx))
-        warnings = (ctx.summary or ctx.splits or {}).get("warnings", [])
+        warnings = (ctx.summary or {}).get("warnings", ctx.index.warnings if ctx.index else [])
         parts.append(
             "<h3>Warnings</h3>"
             + (bullet_list(esc(w) for w in warnings) if warnings else para("None while scanning the data."))

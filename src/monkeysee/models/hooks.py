@@ -1,4 +1,4 @@
-"""Finding the layer to explain and looking inside a model without changing it.
+"""Finding a layer by name and looking inside a model without changing it.
 
 Everything that touches a caller's model goes through two context managers here: `evaluating`
 (eval mode for the duration, each module's own flag restored afterwards) and `forward_hook`
@@ -16,12 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from monkeysee.errors import ConfigError, MonkeyseeError
-
-
-class ExplainError(MonkeyseeError):
-    """A model, layer or calling context that cannot be explained as asked."""
-
+from monkeysee.errors import ConfigError, ExplainError
 
 LayerRef = str | nn.Module
 
@@ -62,7 +57,9 @@ def _layer_hint(model: nn.Module, layer: str, names: list[str]) -> str:
     return hint + " (any dotted name from model.named_modules() works)"
 
 
-_EXPLAINING = threading.RLock()
+MODEL_LOCK = threading.RLock()
+"""Held by every pass through a shared model (`evaluating`): modes and hooks belong to the model, so two
+threads must never see each other's. One lock for the whole process; the passes use every core anyway."""
 
 
 @contextmanager
@@ -74,7 +71,7 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
     Blocks run one at a time across threads (a web server may explain from several), since modes and
     hooks belong to the shared model.
     """
-    with _EXPLAINING:
+    with MODEL_LOCK:
         flags = [(m, m.training) for m in model.modules()]
         model.eval()
         try:
