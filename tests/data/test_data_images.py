@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import struct
+import threading
+import tracemalloc
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +15,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from monkeysee.data.images import MAX_PIXELS, iter_photos, load_rgb, load_rgb_bytes
+from monkeysee.data.images import (
+    MAX_PIXELS,
+    decode_bytes,
+    display_path,
+    iter_photos,
+    load_rgb,
+    load_rgb_bytes,
+    read_header,
+)
 from monkeysee.errors import DataError, ImageError
 
 
@@ -216,7 +229,201 @@ def test_iter_photos_missing_folder(tmp_path: Path) -> None:
         list(iter_photos(tmp_path / "missing"))
 
 
-def test_iter_photos_survives_a_symlink_loop(tmp_path: Path) -> None:
+def test_iter_photos_reports_a_link_back_to_a_folder_above(tmp_path: Path) -> None:
     (tmp_path / "a.jpg").write_bytes(b"x")
     (tmp_path / "loop").symlink_to(tmp_path, target_is_directory=True)
-    assert [p.name for p in iter_photos(tmp_path)] == ["a.jpg"]
+    assert [p.name for p in iter_photos(tmp_path)] == ["a.jpg", "loop"]  # walked once, then named
+    _assert_error(tmp_path / "loop", "symbolic link loop", "folder above")
+
+
+# --- only photo formats reach a decoder (item 8) ---
+
+
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%EndComments\n"
+       b"newpath 0 0 moveto 10 10 lineto stroke\nshowpage\n%%EOF\n")
+
+
+@pytest.fixture
+def no_ghostscript(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Records every attempt to run Ghostscript (Pillow's EPS plugin would, on load)."""
+    from PIL import EpsImagePlugin
+
+    calls: list[object] = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript",
+                        lambda *a, **k: calls.append(a) or Image.new("RGB", (1, 1)))
+    return calls
+
+
+def test_postscript_renamed_jpg_never_reaches_ghostscript(tmp_path: Path, no_ghostscript) -> None:
+    p = tmp_path / "monkey.jpg"
+    p.write_bytes(EPS)
+    err = _assert_error(p, "not an accepted photo format", "PostScript")
+    assert "JPEG" in err.problem and "convert it to JPEG" in err.fix
+    with pytest.raises(ImageError, match=r"upload\.jpg: not an accepted photo format"):
+        load_rgb_bytes(EPS, "upload.jpg")
+    assert no_ghostscript == []
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "PPM", "TGA", "PCX"])
+def test_formats_pillow_knows_but_a_photo_is_not_are_refused(tmp_path: Path, fmt: str) -> None:
+    p = tmp_path / "photo.jpg"
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(p, format=fmt)
+    assert Image.open(p).format == fmt  # Pillow would decode it
+    err = _assert_error(p, "not an accepted photo format", fmt)
+    assert "JPEG, PNG" in err.problem
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF"])
+def test_photo_formats_are_read(tmp_path: Path, fmt: str) -> None:
+    p = tmp_path / "photo"
+    Image.new("RGB", (16, 12), (200, 100, 50)).save(p, format=fmt)
+    assert load_rgb(p).size == (16, 12)
+
+
+# --- memory: a decoded-bytes budget, not just a pixel count (item 7) ---
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A valid 1x1 PNG whose header is rewritten to claim `width` x `height`."""
+    data = bytearray(_png_bytes(Image.new("L", (1, 1))))
+    ihdr = bytearray(data[12:29])
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    return bytes(data)
+
+
+def test_pixel_limit_message_quotes_our_limit_not_pillows() -> None:
+    with pytest.raises(ImageError) as info:
+        load_rgb_bytes(_png_claiming(100_000, 100_000), "bomb.png", max_pixels=1_000_000)
+    problem = info.value.problem
+    assert "10,000,000,000" in problem and "the limit is 1,000,000" in problem
+    assert str(2 * Image.MAX_IMAGE_PIXELS) not in problem and "DOS attack" not in problem
+
+
+def _sixteen_bit_png(size: tuple[int, int]) -> bytes:
+    values = (np.arange(size[0] * size[1], dtype=np.uint32) % 65536).astype(np.uint16).reshape(size[::-1])
+    return _png_bytes(Image.fromarray(values))
+
+
+def test_decode_budget_counts_bytes_per_pixel_and_mode() -> None:
+    n = 100 * 100
+    cases = {  # (mode, format, keyword) -> bytes per pixel: stored + decoder + rotation + conversion
+        ("RGB", "JPEG"): 4, ("L", "JPEG"): 1 + 4, ("I;16", "PNG"): 2 + 4, ("RGBA", "PNG"): 4 + 16,
+        ("RGB", "WEBP"): 4 + 4, ("RGB", "TIFF"): 4 + 4, ("P", "GIF"): 1 + 4,
+    }
+    for (mode, fmt), per_pixel in cases.items():
+        assert decode_bytes(mode, (100, 100), fmt, rotated=False) == n * per_pixel, (mode, fmt)
+    assert decode_bytes("RGB", (100, 100), "JPEG", rotated=True) == n * 8
+    assert decode_bytes("RGB", (100, 100), "JPEG", rotated=False, progressive=True) == n * 10
+    assert decode_bytes("P", (100, 100), "PNG", rotated=False, transparent=True) == n * 17
+    # From real headers: a PNG may carry its orientation after the pixels, so a rotation is counted.
+    assert read_header(_sixteen_bit_png((100, 100))).decode_bytes == n * (2 + 2 + 4)
+    jpeg = io.BytesIO()
+    Image.new("RGB", (100, 100)).save(jpeg, "JPEG")
+    header = read_header(jpeg.getvalue())
+    assert (header.format, header.mode, header.width, header.decode_bytes) == ("JPEG", "RGB", 100, n * 4)
+
+
+def test_sixteen_bit_greyscale_over_the_budget_is_refused_before_decoding() -> None:
+    data = _sixteen_bit_png((1000, 1000))  # small file, 8 MB to decode
+    with pytest.raises(ImageError) as info:
+        load_rgb_bytes(data, "deep.png", max_bytes=4 * 1024**2)
+    problem = info.value.problem
+    assert problem.startswith("image has too many pixels") and "I;16" in problem
+    assert "needs about 8 MB" in problem and "the limit is 4 MB" in problem
+    assert load_rgb_bytes(data, max_bytes=8 * 1024**2).size == (1000, 1000)
+
+
+def test_sixteen_bit_conversion_holds_no_full_size_float_copy() -> None:
+    data = _sixteen_bit_png((2000, 2000))  # 4 megapixels: float64 copies would be 32 MB each
+    tracemalloc.start()
+    try:
+        out = load_rgb_bytes(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.getpixel((1999, 0)) == (round(1999 / 257),) * 3
+    # A few band-sized temporaries, whatever the photo size (the old full-size float64 copies: 32 MB each).
+    assert peak < 8 * 1024**2, f"numpy temporaries peaked at {peak / 1024**2:.0f} MB"
+
+
+def test_rgb_photo_is_not_copied_when_nothing_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = _jpeg(tmp_path / "a.jpg")
+    copies: list[str] = []
+    real_copy = Image.Image.copy
+    monkeypatch.setattr(Image.Image, "copy", lambda self: copies.append(self.mode) or real_copy(self))
+    assert load_rgb(p).mode == "RGB" and copies == []
+
+
+# --- what a folder walk meets besides photos (item 12) ---
+
+
+def _load_in_thread(path: Path) -> BaseException | None:
+    """load_rgb(path) with a deadline: a FIFO opened for reading would block for ever."""
+    result: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            load_rgb(path)
+            result.append(None)
+        except BaseException as exc:
+            result.append(exc)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(5)
+    assert result, f"load_rgb({path}) blocked"
+    return result[0]
+
+
+def test_walk_yields_links_loops_and_fifos_and_load_rgb_names_them(tmp_path: Path) -> None:
+    _jpeg(tmp_path / "a.jpg")
+    (tmp_path / "broken.jpg").symlink_to(tmp_path / "gone.jpg")
+    (tmp_path / "self.jpg").symlink_to(tmp_path / "self.jpg")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    names = [p.name for p in iter_photos(tmp_path)]
+    assert names == ["a.jpg", "broken.jpg", "pipe.jpg", "self.jpg"]
+    broken = _assert_error(tmp_path / "broken.jpg", "broken link", "gone.jpg")
+    assert "link" in broken.fix
+    _assert_error(tmp_path / "self.jpg", "symbolic link loop")
+    fifo = _load_in_thread(tmp_path / "pipe.jpg")
+    assert isinstance(fifo, ImageError) and fifo.fix and str(tmp_path / "pipe.jpg") in fifo.message
+    assert "not a regular file (a FIFO)" in fifo.problem and "empty" not in fifo.problem
+
+
+def test_an_unreadable_subfolder_is_one_error_and_the_walk_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for rel in ("a/1.jpg", "lost+found/x.jpg", "z/2.jpg"):
+        _jpeg((tmp_path / rel).parent.mkdir(parents=True, exist_ok=True) or tmp_path / rel)
+    locked = tmp_path / "lost+found"
+    real_scandir = os.scandir
+
+    def scandir(path=None):  # the tests run as root, who may list anything: refuse as for a user
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    found = [p.relative_to(tmp_path).as_posix() for p in iter_photos(tmp_path)]
+    assert found == ["a/1.jpg", "lost+found", "z/2.jpg"]
+    err = _assert_error(locked, "cannot list folder: permission denied")
+    assert "permission" in err.fix
+    _assert_error(tmp_path / "a", "is a folder")  # a folder that can be listed is still not a photo
+
+
+def test_file_names_that_are_not_utf8_can_be_printed(tmp_path: Path) -> None:
+    raw = os.fsencode(tmp_path) + b"/caf\xe9.jpg"  # Latin-1 name from another system
+    Path(os.fsdecode(raw)).write_text("not a photo")
+    assert display_path(raw) == display_path(os.fsdecode(raw)) == display_path(tmp_path) + "/caf\\xe9.jpg"
+    for given in (raw, os.fsdecode(raw), Path(os.fsdecode(raw))):
+        with pytest.raises(ImageError) as info:
+            load_rgb(given)
+        message = info.value.message
+        message.encode("utf-8")  # printable and JSON-safe: no lone surrogates
+        assert "caf\\xe9.jpg: not an image" in message
+    (found,) = iter_photos(os.fsencode(tmp_path))
+    assert os.fsencode(found) == raw

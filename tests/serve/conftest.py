@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from monkeysee.checkpoint import Manifest
+from monkeysee.cli.serve import uvicorn_options
 from monkeysee.data.species import Species
 from monkeysee.models import Preprocess, create_model, get_backbone
 from monkeysee.models.unknown import build_detector
@@ -101,7 +102,9 @@ def live_server(app: FastAPI) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_keep_alive=5))
+    # The command's own uvicorn options: the header deadline and the JSON 503 connection cap included.
+    options = uvicorn_options(app.state.config)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

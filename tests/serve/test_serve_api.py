@@ -213,6 +213,75 @@ def test_malformed_multipart(client):
     r = client.post("/api/predict", content=b"--nope\r\ngarbage\r\n\r\n",
                     headers={"content-type": "multipart/form-data; boundary=other"})
     assert r.status_code in (400, 422) and r.json()["error"] in ("bad_request", "invalid_request")
+    assert "multipart/form-data" in r.json()["fix"] and "photo" in r.json()["fix"]
+
+
+def test_broken_multipart_body_says_how_to_send_a_photo(client):
+    r = client.post("/api/predict", content=b"--b\r\nContent-Disposition: form-data; name=\"photo\"\r\n",
+                    headers={"content-type": "multipart/form-data"})  # no boundary: unparseable
+    body = assert_error(r, 400, "bad_request")
+    assert "curl -F photo=@" in body["fix"]
+
+
+def test_postscript_named_jpg_is_refused_as_a_format(client):
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    body = assert_error(post(client, eps, "monkey.jpg"), 415, "unsupported_format")
+    assert "PostScript" in body["detail"] and body["fix"]
+
+
+@pytest.mark.parametrize("path", ["/static", "/api/species/", "/health/"])
+def test_no_redirect_echoes_the_host_header(client, path):
+    r = client.get(path, headers={"host": "evil.example"}, follow_redirects=False)
+    assert "evil.example" not in r.headers.get("location", "") and "evil.example" not in r.text
+    assert_error(r, 404, "not_found")
+
+
+def test_the_pixel_limit_quoted_is_the_servers(client):
+    body = assert_error(post(client, _png_claiming(100_000, 100_000), "bomb.png"), 413, "too_many_pixels")
+    assert "the limit is 1,000,000" in body["detail"] and "178956970" not in body["detail"]
+
+
+# --- the access token --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def locked(run_dir):
+    with TestClient(create_app(ServeConfig(run_dir, token="s3cret-token")),
+                    raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.mark.parametrize("auth", [None, "Bearer wrong", "Bearer s3cret-tokenX", "s3cret-token", "Basic x"])
+def test_api_without_the_token_is_a_json_401(locked, make_photo, auth):
+    headers = {} if auth is None else {"authorization": auth}
+    for r in (locked.get("/api/species", headers=headers),
+              locked.post("/api/predict", headers=headers,
+                          files={"photo": ("a.jpg", make_photo(), "image/jpeg")}),
+              locked.get("/api/nothing", headers=headers)):
+        body = assert_error(r, 401, "unauthorized")
+        assert "Authorization: Bearer" in body["fix"] and r.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_api_with_the_token_works_and_the_page_stays_open(locked, make_photo):
+    good = {"authorization": "Bearer s3cret-token"}
+    assert locked.get("/api/species", headers=good).status_code == 200
+    assert locked.get("/api/species", headers={"authorization": "bearer s3cret-token"}).status_code == 200
+    r = locked.post("/api/predict", headers=good, params={"cam": "false"},
+                    files={"photo": ("a.jpg", make_photo(), "image/jpeg")})
+    assert r.status_code == 200, r.text
+    for path in ("/", "/health", "/static/app.js", "/openapi.json"):
+        assert locked.get(path).status_code == 200, path
+
+
+def test_the_token_is_compared_in_constant_time(run_dir, monkeypatch):
+    import hmac
+
+    calls = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
+    with TestClient(create_app(ServeConfig(run_dir, token="t0ken"))) as c:
+        assert c.get("/api/species", headers={"authorization": "Bearer t0ken"}).status_code == 200
+    assert calls == [(b"bearer t0ken", b"bearer t0ken")]
 
 
 @pytest.mark.parametrize("params", [{"top_k": 0}, {"top_k": 4}, {"top_k": "three"}, {"cam": "maybe"}])

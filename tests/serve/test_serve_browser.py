@@ -89,3 +89,35 @@ def test_unknown_animals_are_named_as_such(page, serve, detector_run_dir, make_p
         assert page.locator("#heat").is_visible()
         page.screenshot(path=str(tmp_path / "unknown.png"), full_page=True)
     assert page.console_errors == []
+
+
+def test_the_page_asks_for_the_token_once_and_then_works(page, serve, run_dir, make_photo, tmp_path):
+    photo = tmp_path / "monkey.jpg"
+    photo.write_bytes(make_photo((160, 120), seed=32))
+    sent: list[str | None] = []
+    page.on("request", lambda r: "/api/" in r.url and sent.append(r.headers.get("authorization")))
+    with serve(create_app(ServeConfig(run_dir, token="zoo-keeper-token"))) as url:
+        page.goto(url + "/")
+        login = page.locator("#login")
+        login.wait_for(state="visible")
+        assert page.locator("#upload").is_hidden()
+        page.fill("#token", "a-wrong-guess")
+        page.click("#login button")
+        page.locator("#login-error", has_text="not accepted").wait_for()
+        assert login.is_visible()
+        page.fill("#token", "zoo-keeper-token")
+        page.click("#login button")
+        page.locator("#about", has_text="species").wait_for()  # /api/species answered
+        assert login.is_hidden() and page.locator("#upload").is_visible()
+        page.set_input_files("#photo", str(photo))
+        page.wait_for_selector("#result .answer, #result .unknown, #result .error", timeout=30_000)
+        assert page.locator("#result .error").count() == 0
+        assert page.evaluate("sessionStorage.getItem('monkeysee-token')") == "zoo-keeper-token"
+        page.reload()  # asked once: the tab remembers it
+        page.locator("#about", has_text="species").wait_for()
+        assert login.is_hidden()
+    assert sent[0] is None and "Bearer a-wrong-guess" in sent
+    assert sent[-1] == "Bearer zoo-keeper-token"
+    predicts = [h for h in sent if h == "Bearer zoo-keeper-token"]
+    assert len(predicts) >= 3  # species, predict, species after the reload
+    assert all("401" in e or "Unauthorized" in e for e in page.console_errors), page.console_errors

@@ -1,17 +1,27 @@
 """The web app: a page for people at `/`, a JSON API for scripts, one trained run behind both.
 
 Bad input always gets a JSON error with a 4xx status (never a traceback); a genuine bug is logged and
-answered with a generic JSON 500. Model work runs in worker threads, so the event loop stays free.
+answered with a generic JSON 500; an overloaded server answers a JSON 503. Model work runs in worker
+threads, so the event loop stays free.
+
+Memory and slow clients: at most `max_uploads` request bodies are in flight (arriving, waiting or being
+answered; beyond that a JSON 503), each must arrive within `upload_timeout` seconds with no gap longer
+than `idle_timeout` (else a JSON 408), and every photo reserves the memory its decoding takes
+(`data.images.decode_bytes`) from `decode_budget_mb` before it is decoded, waiting its turn when the
+budget is in use. `ServeConfig.memory_ceiling_bytes` adds these up: the most memory photos can take
+beyond the model's own, whatever is uploaded.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint's annotations at runtime, and the
 # bound on top_k is a value local to create_app.
 import functools
+import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections import deque
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,6 +34,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from monkeysee import __version__
+from monkeysee.data.images import PhotoHeader, read_header
+from monkeysee.errors import ImageError
 from monkeysee.serve.schemas import (
     Box,
     Cam,
@@ -33,16 +45,25 @@ from monkeysee.serve.schemas import (
     Health,
     Photo,
     PredictResponse,
+    Quality,
     SpeciesInfo,
     SpeciesList,
 )
-from monkeysee.serve.service import Answer, PhotoRejected, PhotoService
+from monkeysee.serve.service import Answer, PhotoRejected, PhotoService, rejection
 
 log = logging.getLogger("monkeysee.serve")
 
 STATIC = Path(__file__).parent / "static"
 MULTIPART_SLACK = 16 * 1024
 """Bytes allowed beyond the photo itself for the multipart envelope (boundaries, part headers)."""
+SPOOL_BYTES = 1024 * 1024 + 64 * 1024
+"""Memory an arriving upload holds at most: Starlette keeps the first 1 MB of a file part in memory
+(the rest goes to a temporary file), plus the parser's chunk."""
+CONNECTION_BYTES = 64 * 1024
+"""Memory an open connection holds at most in received, unread body (uvicorn pauses reading beyond it)."""
+OPEN_PATHS = frozenset({"/", "/health", "/openapi.json"})
+"""Paths answered without the access token (with `/static/...`): the page must load to ask for it."""
+MB = 1024 * 1024
 
 SECURITY_HEADERS = {
     "content-security-policy": (
@@ -67,17 +88,40 @@ class ServeConfig:
     unknown_threshold: float | None = None
     max_megapixels: float = 50.0
     max_batch: int = 8
-    max_concurrent: int = 8  # requests decoding or waiting for the model at once (bounds memory)
+    max_concurrent: int = 8  # photos being decoded or answered at once (each holds its upload's bytes)
+    max_decode_mb: float = 256.0  # memory one photo may take to decode (data.images.decode_bytes)
+    decode_budget_mb: float = 512.0  # memory all photos being decoded or answered may take together
+    max_uploads: int = 128  # request bodies in flight (arriving, waiting or answered); beyond: JSON 503
+    upload_timeout: float = 60.0  # seconds for a whole request body to arrive; else JSON 408
+    idle_timeout: float = 10.0  # seconds for request headers, and the longest gap in a body
+    max_connections: int = 512  # open connections; the request on one beyond gets a JSON 503
+    token: str | None = field(default=None, repr=False)  # required on every /api call when set
     precision: str = "auto"
     threads: int | None = None  # torch threads; the command sets them, the app does not
 
     @property
     def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * 1024 * 1024)
+        return int(self.max_upload_mb * MB)
 
     @property
     def max_pixels(self) -> int:
         return int(self.max_megapixels * 1_000_000)
+
+    @property
+    def max_decode_bytes(self) -> int:
+        return int(self.max_decode_mb * MB)
+
+    @property
+    def decode_budget_bytes(self) -> int:
+        return int(self.decode_budget_mb * MB)
+
+    @property
+    def memory_ceiling_bytes(self) -> int:
+        """The most memory photos can take at once beyond the model's own, whatever is uploaded: the
+        decode budget, the upload held by each photo being answered, the in-memory part of every upload
+        in flight and the unread body each connection may buffer."""
+        return (self.decode_budget_bytes + self.max_concurrent * self.max_upload_bytes
+                + self.max_uploads * SPOOL_BYTES + self.max_connections * CONNECTION_BYTES)
 
 
 def create_app(config: ServeConfig, service: PhotoService | None = None) -> FastAPI:
@@ -86,13 +130,17 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
         config.run_dir, max_pixels=config.max_pixels, max_batch=config.max_batch,
         unknown_threshold=config.unknown_threshold, precision=config.precision,
     )
+    if config.max_decode_bytes > config.decode_budget_bytes:
+        raise ValueError("max_decode_mb must not be larger than decode_budget_mb")
     predictor = service.predictor
     manifest = predictor.run.manifest
     n_species = len(predictor.species)
-    limiter: list[anyio.CapacityLimiter] = []  # made on first use, inside the event loop
+    budget = MemoryBudget(config.decode_budget_bytes)
+    workers: list[anyio.Semaphore] = []  # made on first use, inside the event loop
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        workers[:] = [anyio.Semaphore(config.max_concurrent)]  # one per event loop the app runs in
         service.open()
         yield
         service.close()
@@ -105,9 +153,11 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
         docs_url=None,  # Swagger UI and ReDoc load from a CDN; the schema itself is at /openapi.json
         redoc_url=None,
         lifespan=lifespan,
+        redirect_slashes=False,  # its redirects are absolute URLs built from the client's Host header
     )
     app.state.service = service
     app.state.config = config
+    app.state.budget = budget
 
     species_list = SpeciesList(species=[
         SpeciesInfo(index=i, label=s.label, common_name=s.display_name, latin_name=s.display_latin)
@@ -140,10 +190,15 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
         "(`unknown`), and by default shows where the model looked (a Grad-CAM PNG as a data URL).",
         responses={
             400: {"model": ErrorResponse, "description": "Empty upload or malformed multipart body"},
-            413: {"model": ErrorResponse, "description": "Upload larger than the limit, or too many pixels"},
-            415: {"model": ErrorResponse, "description": "Not an image (recognised by content, not by name)"},
+            401: {"model": ErrorResponse, "description": "Access token missing or wrong (when one is set)"},
+            408: {"model": ErrorResponse, "description": "The upload did not arrive in time"},
+            413: {"model": ErrorResponse,
+                  "description": "Upload larger than the limit, or too many pixels or decoding memory"},
+            415: {"model": ErrorResponse,
+                  "description": "Not an image, or not a photo format (recognised by content, not by name)"},
             422: {"model": ErrorResponse,
                   "description": "Missing `photo` field, bad option, or a damaged or unusable image"},
+            503: {"model": ErrorResponse, "description": "Too many uploads or connections at once"},
         },
     )
     async def predict(
@@ -155,14 +210,18 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
         heatmap: Annotated[bool, Query(description="also the map alone, on the photo's shape")] = False,
     ) -> PredictResponse:
         start = time.perf_counter()
-        data = await photo.read(config.max_upload_bytes + 1)
-        if len(data) > config.max_upload_bytes:
-            raise PhotoRejected(413, "too_large", f"upload is larger than {config.max_upload_mb:g} MB",
-                                "send a smaller photo (a few megapixels is plenty)", _name(photo))
-        if not limiter:
-            limiter.append(anyio.CapacityLimiter(config.max_concurrent))
-        work = functools.partial(service.answer, data, _name(photo), top_k or config.top_k, cam, heatmap)
-        answer = await anyio.to_thread.run_sync(work, limiter=limiter[0])
+        if not workers:
+            workers.append(anyio.Semaphore(config.max_concurrent))
+        name = _name(photo)
+        async with workers[0]:  # the upload's bytes are read into memory only here
+            data = await photo.read(config.max_upload_bytes + 1)
+            if len(data) > config.max_upload_bytes:
+                raise PhotoRejected(413, "too_large", f"upload is larger than {config.max_upload_mb:g} MB",
+                                    "send a smaller photo (a few megapixels is plenty)", name)
+            header = await anyio.to_thread.run_sync(_header, data, name, config)
+            async with budget.reserve(header.decode_bytes):
+                work = functools.partial(service.answer, data, name, top_k or config.top_k, cam, heatmap)
+                answer = await anyio.to_thread.run_sync(work)
         response.headers["server-timing"] = f"total;dur={(time.perf_counter() - start) * 1000:.1f}"
         response.headers["cache-control"] = "no-store"
         return _response(answer, detector_info())
@@ -173,10 +232,66 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _add_error_handlers(app)
-    app.add_middleware(SecurityHeaders)
+    # The last added runs first: headers on every answer, then the token, then the upload limits.
     app.add_middleware(UploadLimit, max_body=config.max_upload_bytes + MULTIPART_SLACK,
-                       fix=f"send a photo smaller than {config.max_upload_mb:g} MB")
+                       fix=f"send a photo smaller than {config.max_upload_mb:g} MB",
+                       max_uploads=config.max_uploads, timeout=config.upload_timeout,
+                       idle=config.idle_timeout)
+    if config.token:
+        app.add_middleware(TokenAuth, token=config.token)
+    app.add_middleware(SecurityHeaders)
     return app
+
+
+def _header(data: bytes, name: str, config: ServeConfig) -> PhotoHeader:
+    """The photo's header checked against the server's limits, or the PhotoRejected saying why not."""
+    try:
+        return read_header(data, name, config.max_pixels, config.max_decode_bytes)
+    except ImageError as exc:
+        raise rejection(exc) from None
+
+
+class MemoryBudget:
+    """Bytes of memory handed out to photos being decoded and answered. A photo waits, first come first
+    served, until its share is free, so the total never exceeds `total` whatever arrives."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self.peak = 0  # most bytes handed out at once, for tests and benchmarks
+        self._waiting: deque[tuple[int, anyio.Event]] = deque()
+
+    @asynccontextmanager
+    async def reserve(self, nbytes: int) -> AsyncIterator[None]:
+        nbytes = min(nbytes, self.total)  # the per-photo limit keeps this a no-op; never wait for ever
+        if self._waiting or self.free < nbytes:
+            turn = (nbytes, anyio.Event())
+            self._waiting.append(turn)
+            try:
+                await turn[1].wait()
+            except BaseException:  # the client went away: give back the share, or the place in line
+                if turn in self._waiting:
+                    self._waiting.remove(turn)
+                else:
+                    self._release(nbytes)
+                raise
+        else:
+            self._take(nbytes)
+        try:
+            yield
+        finally:
+            self._release(nbytes)
+
+    def _take(self, nbytes: int) -> None:
+        self.free -= nbytes
+        self.peak = max(self.peak, self.total - self.free)
+
+    def _release(self, nbytes: int) -> None:
+        self.free += nbytes
+        while self._waiting and self._waiting[0][0] <= self.free:
+            size, event = self._waiting.popleft()
+            self._take(size)
+            event.set()
 
 
 def _name(photo: UploadFile) -> str:
@@ -195,18 +310,22 @@ def _response(answer: Answer, detector: DetectorInfo | None) -> PredictResponse:
     return PredictResponse(
         species=d["species"], latin_name=d["latin_name"], label=d["label"], probability=d["probability"],
         unknown=d["unknown"], unknown_score=d["unknown_score"], detector=detector,
+        quality=Quality(**d["quality"]) if d.get("quality") else None, verdict=d["verdict"],
         top=[Guess(**g) for g in d["top"]], photo=Photo(width=answer.width, height=answer.height), cam=cam,
     )
 
 
 # --- errors ------------------------------------------------------------------------------------------
 
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
-               415: "unsupported_media_type", 422: "invalid_request"}
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+               408: "timeout", 413: "too_large", 415: "unsupported_media_type", 422: "invalid_request",
+               503: "busy"}
+FIX_MULTIPART = ("send the photo as multipart/form-data, the file in the field 'photo' "
+                 "(e.g. curl -F photo=@monkey.jpg URL)")
 
 
 def error_response(status: int, code: str, detail: str, fix: str | None = None,
-                   errors: list[dict[str, Any]] | None = None, headers: Mapping[str, str] | None = None,
+                   errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
                    ) -> JSONResponse:
     body = ErrorResponse(error=code, detail=detail, fix=fix or None, errors=errors)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
@@ -225,10 +344,15 @@ def _add_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 413:
             limit = request.app.state.config.max_upload_mb
             fix = f"send a photo smaller than {limit:g} MB"
+        elif exc.status_code == 400:
+            fix = FIX_MULTIPART
+        elif isinstance(exc, UploadTimeout):
+            fix = exc.fix
         elif exc.status_code == 405:
             allow = {k.lower(): v for k, v in (exc.headers or {}).items()}.get("allow")
             fix = f"use {allow}" if allow else None
-        return error_response(exc.status_code, code, str(exc.detail), fix, headers=exc.headers)
+        return error_response(exc.status_code, code, str(exc.detail), fix,
+                              headers=dict(exc.headers) if exc.headers else None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -255,17 +379,32 @@ class UploadTooLarge(HTTPException):
         super().__init__(413, f"request body is larger than the limit of {limit:,} bytes")
 
 
-class UploadLimit:
-    """Refuse request bodies over `max_body` bytes: at once when Content-Length says so, else as they
-    stream in, so an oversized upload is never buffered or spooled to disk."""
+class UploadTimeout(HTTPException):
+    """Raised while the body streams in, once it is late: answered 408, and the connection closed."""
 
-    def __init__(self, app: ASGIApp, max_body: int, fix: str = "send a smaller photo") -> None:
+    def __init__(self, detail: str, fix: str) -> None:
+        super().__init__(408, detail, headers={"connection": "close"})
+        self.fix = fix
+
+
+class UploadLimit:
+    """Guard request bodies: refuse one over `max_body` bytes (at once when Content-Length says so, else
+    as it streams in, so it is never buffered or spooled); refuse a body when `max_uploads` are already
+    in flight (JSON 503; /health and other GETs never wait behind uploads); and cut off a body that has
+    not fully arrived `timeout` seconds after its headers, or pauses longer than `idle` (JSON 408)."""
+
+    def __init__(self, app: ASGIApp, max_body: int, fix: str = "send a smaller photo",
+                 max_uploads: int = 128, timeout: float = 60.0, idle: float = 10.0) -> None:
         self.app = app
         self.max_body = max_body
         self.fix = fix
+        self.max_uploads = max_uploads
+        self.timeout = timeout
+        self.idle = idle
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
@@ -277,18 +416,73 @@ class UploadLimit:
             detail = str(UploadTooLarge(self.max_body).detail)
             await error_response(413, "too_large", detail, self.fix)(scope, receive, send)
             return
+        if self.in_flight >= self.max_uploads:
+            log.warning("refused an upload: %d already in flight", self.in_flight)
+            await error_response(503, "busy", f"the server is receiving or answering {self.in_flight} "
+                                 "uploads already", "try again in a few seconds",
+                                 headers={"retry-after": "2", "connection": "close"})(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, self._guarded(receive), send)
+        finally:
+            self.in_flight -= 1
+
+    def _guarded(self, receive: Receive) -> Receive:
+        deadline = anyio.current_time() + self.timeout
         received = 0
+        done = False
 
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise UploadTooLarge(self.max_body)
-            return message
+        async def guarded() -> Message:
+            nonlocal received, done
+            if done:  # the body is in: later calls only wait for a disconnect
+                return await receive()
+            left = deadline - anyio.current_time()
+            with anyio.move_on_after(min(left, self.idle)):
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    done = not message.get("more_body", False)
+                    if received > self.max_body:
+                        raise UploadTooLarge(self.max_body)
+                return message
+            if anyio.current_time() >= deadline:
+                raise UploadTimeout(f"the upload did not arrive within {self.timeout:g} seconds "
+                                    f"({received:,} bytes came)",
+                                    "send the photo again over a faster connection, or a smaller photo")
+            raise UploadTimeout(f"the upload stalled: nothing arrived for {self.idle:g} seconds "
+                                f"({received:,} bytes came)", "send the photo again")
 
-        await self.app(scope, limited, send)
+        return guarded
+
+
+class TokenAuth:
+    """Refuse every request but the page, its files and /health without `Authorization: Bearer <token>`
+    (compared in constant time); runs before the upload guard, so strangers cannot even hold a slot."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._open(scope["path"]) or self._allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        await error_response(
+            401, "unauthorized",
+            "this server needs its access token, and the request had none or a wrong one",
+            "send the header 'Authorization: Bearer TOKEN', TOKEN being the one monkeysee serve was "
+            "started with (--token or MONKEYSEE_TOKEN)",
+            headers={"www-authenticate": 'Bearer realm="monkeysee"'})(scope, receive, send)
+
+    @staticmethod
+    def _open(path: str) -> bool:
+        return path in OPEN_PATHS or path.startswith("/static/")
+
+    def _allowed(self, scope: Scope) -> bool:
+        given = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), b"")
+        scheme, _, credential = given.partition(b" ")
+        return hmac.compare_digest(scheme.lower() + b" " + credential.strip(), self.expected)
 
 
 def _content_length(scope: Scope) -> int | None:

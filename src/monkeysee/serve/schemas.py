@@ -79,6 +79,13 @@ class DetectorInfo(_Model):
     )
 
 
+class Quality(_Model):
+    """Whether the photo is good enough for a trustworthy answer, and if not, why."""
+
+    ok: bool
+    problems: list[str] = Field(description="e.g. 'blurred', 'too dark', 'too small'; empty when ok")
+
+
 class PredictResponse(_Model):
     """The answer for one photo."""
 
@@ -90,6 +97,9 @@ class PredictResponse(_Model):
     unknown_score: float | None = Field(description="higher means more unlike the known species; "
                                                     "null when the model has no detector")
     detector: DetectorInfo | None
+    quality: Quality | None = Field(default=None, description="is the photo good enough to judge?")
+    verdict: str = Field(description="'species', 'unknown' (not one of my species) or 'retake' (the photo "
+                                     "is too poor to judge: take another; the species is only a hint)")
     top: list[Guess]
     photo: Photo
     cam: Cam | None = Field(default=None, description="null when cam=false")

@@ -56,6 +56,7 @@ _IMAGE_ERRORS: tuple[tuple[str, int, str], ...] = (
     ("upload is empty", 400, "empty_upload"),
     ("file is empty", 400, "empty_upload"),
     ("not an image", 415, "not_an_image"),
+    ("not an accepted photo format", 415, "unsupported_format"),
     ("image has too many pixels", 413, "too_many_pixels"),
     ("not enough memory", 413, "too_many_pixels"),
     ("truncated or corrupt", 422, "corrupt_image"),

@@ -15,9 +15,48 @@ const heat = $("heat");
 const toggle = $("toggle");
 const heatNote = $("heat-note");
 const result = $("result");
+const login = $("login");
+const tokenInput = $("token");
+const loginError = $("login-error");
+const TOKEN_KEY = "monkeysee-token";  // sessionStorage: forgotten when the tab closes
 let hasDetector = true;
 let current = 0;                // id of the newest request; older answers are ignored
 let shownUrl = null;
+let asking = null;              // the pending token question, shared by requests that need it
+
+// The server asks for a token when it is shared beyond its own computer (HTTP 401 on /api). Ask once,
+// keep the answer for this tab, send it as a Bearer header, and ask again only if it is refused.
+function askToken(refused) {
+  if (!asking) {
+    asking = new Promise((resolve) => {
+      loginError.hidden = !refused;
+      loginError.textContent = refused ? "That token was not accepted. Try again." : "";
+      login.hidden = false;
+      form.hidden = true;
+      tokenInput.focus();
+      login.addEventListener("submit", (e) => {
+        e.preventDefault();
+        sessionStorage.setItem(TOKEN_KEY, tokenInput.value.trim());
+        tokenInput.value = "";
+        login.hidden = true;
+        form.hidden = false;
+        asking = null;
+        resolve();
+      }, {once: true});
+    });
+  }
+  return asking;
+}
+
+async function api(url, options = {}) {
+  for (;;) {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    const headers = token ? {Authorization: `Bearer ${token}`} : {};
+    const response = await fetch(url, {...options, headers});
+    if (response.status !== 401) return response;
+    await askToken(Boolean(token));
+  }
+}
 
 function el(tag, text, className) {
   const node = document.createElement(tag);
@@ -75,7 +114,7 @@ async function send(file) {
   try {
     const body = new FormData();
     body.append("photo", await shrink(file), file.name || "photo");
-    const response = await fetch("/api/predict?heatmap=true", {method: "POST", body});
+    const response = await api("/api/predict?heatmap=true", {method: "POST", body});
     let data = null;
     try { data = await response.json(); } catch { /* not JSON: handled below */ }
     if (id !== current) return;
@@ -120,12 +159,23 @@ function confidence(p) {
 
 function showAnswer(a) {
   const parts = [];
-  if (a.unknown) {
+  if (a.verdict === "retake") {
+    const box = el("div", null, "unknown retake");
+    const why = (a.quality && a.quality.problems.length) ? a.quality.problems.join(", ") : "too poor";
+    box.append(
+      el("h2", "Take another photo"),
+      el("p", `I can't tell from this photo: it is ${why}. Try again closer, steadier or in better light.`),
+    );
+    const hint = el("p", null, "hint");
+    hint.append("It looks most like ", names(a.top[0]), ", but treat that as a hint only.");
+    box.append(hint);
+    parts.push(box);
+  } else if (a.unknown) {
     const box = el("div", null, "unknown");
     box.append(
       el("h2", "Not one of my species"),
-      el("p", "This photo does not look like any of the monkeys I was trained on. It may be another " +
-              "animal, or the photo may be too dark, blurry or far away."),
+      el("p", "This photo does not look like any of the monkeys I was trained on: it may be another " +
+              "animal."),
     );
     const hint = el("p", null, "hint");
     hint.append("Nearest species I know: ", names(a.top[0]), ". Treat that as a hint only.");
@@ -151,7 +201,7 @@ function showAnswer(a) {
       li.append(names(g), el("span", percent(g.probability), "p"));
       list.append(li);
     }
-    parts.push(el("h3", a.unknown ? "Next nearest" : "Other possibilities"), list);
+    parts.push(el("h3", a.unknown || a.verdict === "retake" ? "Next nearest" : "Other possibilities"), list);
   }
   result.replaceChildren(...parts);
 
@@ -193,7 +243,7 @@ async function describeModel() {
   try {
     const [health, species] = await Promise.all([
       fetch("/health").then((r) => r.json()),
-      fetch("/api/species").then((r) => r.json()),
+      api("/api/species").then((r) => r.json()),
     ]);
     hasDetector = Boolean(health.detector);
     const list = $("species-list");
