@@ -259,7 +259,11 @@ class Data(Section):
         return "".join(parts)
 
     def _skipped(self, ctx: ReportContext) -> str:
-        skipped = (ctx.summary or ctx.splits or {}).get("skipped", [])
+        if ctx.summary:
+            skipped = ctx.summary.get("skipped", [])
+        else:  # no data_summary.json: the skipped files that splits.json records
+            recorded = ctx.index.skipped if ctx.index else []
+            skipped = [{"path": str(s.path), "reason": s.reason} for s in recorded]
         if not skipped:
             return "<h3>Skipped files</h3>" + para("None: every file in the species folders could be read.")
         reasons = Counter(s["reason"] for s in skipped)
