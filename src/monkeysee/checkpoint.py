@@ -39,6 +39,7 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"bytes", "sha256"}
+    calibration: dict[str, Any] = field(default_factory=dict)  # how logits become honest probabilities
 
     @property
     def num_classes(self) -> int:
@@ -62,6 +63,7 @@ class Manifest:
             "versions": self.versions or library_versions(),
             "created": self.created or datetime.now(UTC).isoformat(timespec="seconds"),
             "files": self.files,
+            "calibration": self.calibration,
         }
 
     @classmethod
@@ -80,6 +82,7 @@ class Manifest:
             versions=d.get("versions", {}),
             created=d.get("created", ""),
             files=dict(d.get("files", {})),
+            calibration=dict(d.get("calibration", {})),
         )
 
     def replace(self, **changes: Any) -> Manifest:

@@ -42,7 +42,9 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 2
     unknown_detector: str = "knn"
-    unknown_keep: float = 0.95  # fraction of known-species validation photos the threshold accepts
+    unknown_keep: float = 0.95  # fraction of known-species photos the threshold accepts
+    unknown_calibration: str = "crossfit"  # crossfit (out-of-fold training + val photos) | val
+    calibration: str = "temperature"  # temperature | none: how shown probabilities are made honest
 
     def __post_init__(self) -> None:
         """Every setting is checked here, before any photo is read or any layer computed."""
@@ -70,6 +72,10 @@ class TrainConfig:
             (self.workers >= 0, "workers", ">= 0 (0 decodes in the main process)", "2"),
             (0.0 < self.unknown_keep <= 1.0, "unknown_keep", "in (0, 1]", "0.95"),
             (self.precision in {"auto", "bf16", "fp32"}, "precision", "auto, bf16 or fp32", "auto"),
+            (self.unknown_calibration in {"crossfit", "val"}, "unknown_calibration", "crossfit or val",
+             "crossfit"),
+            (self.calibration in {"temperature", "none"}, "calibration", "temperature or none",
+             "temperature"),
         ]
         for ok, name, must, example in checks:
             if not ok:

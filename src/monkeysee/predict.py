@@ -15,8 +15,10 @@ import torch
 from PIL import Image
 
 from monkeysee.data.dataset import decoded_batches
+from monkeysee.data.quality import Quality, assess
 from monkeysee.data.species import Species
 from monkeysee.data.transforms import eval_transform
+from monkeysee.models.calibration import Calibration
 from monkeysee.models.forward import ForwardPass, forward_pass
 from monkeysee.models.hooks import resolve_layer
 from monkeysee.models.unknown import softmax
@@ -62,12 +64,25 @@ class Prediction:
     unknown: bool = False
     unknown_score: float | None = None
     error: str | None = None
+    quality: Quality | None = None  # None when not assessed
     extras: dict[str, Any] = field(default_factory=dict)
     overlay: np.ndarray | None = field(default=None, repr=False, compare=False)  # heatmap on the photo
 
     @property
     def best(self) -> Guess | None:
         return self.top[0] if self.top else None
+
+    @property
+    def retake(self) -> bool:
+        """True when the photo is too poor for a trustworthy answer: take another (the species is a hint)."""
+        return self.quality is not None and not self.quality.ok
+
+    @property
+    def verdict(self) -> str:
+        """"error", "retake" (take another photo), "unknown" (not one of my species) or "species"."""
+        if self.error is not None:
+            return "error"
+        return "retake" if self.retake else "unknown" if self.unknown else "species"
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"source": self.source}
@@ -82,6 +97,9 @@ class Prediction:
             "probability": round(best.probability, 6),
             "unknown": self.unknown,
             "unknown_score": None if self.unknown_score is None else round(self.unknown_score, 6),
+            "quality": None if self.quality is None else {"ok": self.quality.ok,
+                                                         "problems": list(self.quality.problems)},
+            "verdict": self.verdict,
             "top": [g.to_dict() for g in self.top],
         }
         return d
@@ -93,7 +111,11 @@ class Prediction:
         best = self.best
         name = f"{best.species.display_name} ({best.species.display_latin})"
         head = f"{self.source}: {name} {best.probability:.1%}"
-        if self.unknown:
+        if self.retake:
+            why = ", ".join(self.quality.problems) if self.quality else ""
+            head = (f"{self.source}: TAKE ANOTHER PHOTO ({why}); "
+                    f"looks most like {best.species.display_name}, {best.probability:.1%}")
+        elif self.unknown:
             head = (f"{self.source}: NOT ONE OF MY SPECIES "
                     f"(nearest: {best.species.display_name}, {best.probability:.1%})")
         rest = ", ".join(f"{g.species.display_name} {g.probability:.1%}" for g in self.top[1:])
@@ -117,6 +139,8 @@ class Predictor:
         self.precision = checked_precision(precision, self.device)
         self.transform = eval_transform(run.manifest.preprocess)
         self.species = run.manifest.species
+        self.calibration = Calibration.from_dict(run.manifest.calibration) if run.manifest.calibration \
+            else Calibration()
         self.detector = RunDir(run.directory).load_detector(run.manifest)
         if self.detector is not None and unknown_threshold is not None:
             self.detector = self.detector.with_threshold(unknown_threshold)
@@ -165,16 +189,35 @@ class Predictor:
         p = self.forward(x, heatmaps.layer if heatmaps is not None else None)
         assert p.features is not None  # a Classifier always has them
         names = sources or [f"image{i}" for i in range(len(images))]
-        preds = self.decide(p.logits.cpu().numpy(), p.features.cpu().numpy(), names, top_k)
+        qualities = [self.assess(im) for im in images]
+        preds = self.decide(p.logits.cpu().numpy(), p.features.cpu().numpy(), names, top_k, qualities)
         if heatmaps is None:
             return preds
         return [replace(pred, overlay=o) for pred, o in zip(preds, heatmaps.overlays_for(x, p), strict=True)]
 
+    def assess(self, image: Image.Image) -> Quality:
+        """Is the photo good enough for a trustworthy answer? "Too small" means under half the model's
+        input size, so a photo is never judged against a resolution the model does not use."""
+        return assess(image, min_short_side=max(1, self.run.manifest.preprocess.input_size // 2))
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated species probabilities (temperature-scaled softmax) for raw logits (N, classes)."""
+        return softmax(self.calibration.apply(np.asarray(logits, dtype=np.float64)))
+
     def decide(
-        self, logits: np.ndarray, feats: np.ndarray, sources: Sequence[str], top_k: int
+        self,
+        logits: np.ndarray,
+        feats: np.ndarray,
+        sources: Sequence[str],
+        top_k: int,
+        qualities: Sequence[Quality | None] | None = None,
     ) -> list[Prediction]:
-        """Top-k species and the unknown verdict from logits and pooled features (one row per photo)."""
-        probs = softmax(logits)
+        """Top-k species, the unknown verdict and the photo-quality verdict, one row per photo.
+
+        A photo too poor to judge is never called "not one of my species": that answer is kept for
+        other animals; the keeper is asked for another photo instead, with the species as a hint.
+        """
+        probs = self.probabilities(logits)
         k = max(1, min(top_k, probs.shape[1]))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         scores = unknown = None
@@ -184,12 +227,15 @@ class Predictor:
         out = []
         for i, src in enumerate(sources):
             top = tuple(Guess(int(j), self.species[j], float(probs[i, j])) for j in order[i])
+            quality = qualities[i] if qualities is not None else None
+            poor = quality is not None and not quality.ok
             out.append(
                 Prediction(
                     source=src,
                     top=top,
-                    unknown=bool(unknown[i]) if unknown is not None else False,
+                    unknown=bool(unknown[i]) and not poor if unknown is not None else False,
                     unknown_score=float(scores[i]) if scores is not None else None,
+                    quality=quality,
                 )
             )
         return out

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import pkgutil
 import sys
@@ -65,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from monkeysee.runtime import tune_malloc
 
     tune_malloc()
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print as escapes, never crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse cannot take more photos after an option (`explain RUN --method all a.jpg b.jpg`):
@@ -81,6 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except MonkeyseeError as exc:
         print(f"monkeysee {args.command}: error: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"monkeysee {args.command}: error: disk full{where}. Fix: free space and rerun the same "
+              "command (finished work is kept and resumed)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"monkeysee {args.command}: interrupted", file=sys.stderr)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,8 +25,8 @@ if TYPE_CHECKING:
     from monkeysee.explain import Explainer
     from monkeysee.predict import Prediction, Predictor
 
-CSV_FIELDS = ["source", "species", "latin_name", "label", "probability", "unknown", "unknown_score",
-              "top", "error"]
+CSV_FIELDS = ["source", "verdict", "species", "latin_name", "label", "probability", "unknown",
+              "unknown_score", "quality", "top", "error"]
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -52,69 +54,149 @@ def iter_inputs(items: Iterable[str]) -> Iterator[Path]:
             yield path
 
 
-def done_sources(csv_path: Path) -> set[str]:
-    """Sources already written to a CSV by an earlier (maybe interrupted) run."""
-    if not csv_path.is_file():
-        return set()
-    with csv_path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or "source" not in reader.fieldnames:
-            raise ConfigError("existing CSV has no 'source' column, so it cannot be resumed",
-                              fix="choose a new --csv file", path=csv_path)
-        return {row["source"] for row in reader}
+CSV_ERRORS = "surrogateescape"
+"""File names that are not valid UTF-8 (drives written by other systems) go into the (UTF-8) CSV as the
+same bytes, so every photo gets its row and a resumed run recognises it."""
+
+
+class ResultsCsv:
+    """An appendable, resumable CSV of predictions in which every row is complete.
+
+    Rows go to the file one whole row per write and are flushed per batch; a crash or a full disk
+    can only cut the last row, and opening the file again drops such a cut row before appending.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done = self._read_done()
+        self._file = path.open("a", newline="", encoding="utf-8", errors=CSV_ERRORS)
+        if self._file.tell() == 0:
+            self._write({f: f for f in CSV_FIELDS})
+
+    def _read_done(self) -> set[str]:
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return set()
+        _drop_cut_row(self.path)
+        with self.path.open(newline="", encoding="utf-8", errors=CSV_ERRORS) as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != CSV_FIELDS:
+                raise ConfigError(f"existing CSV has columns {reader.fieldnames}, not those this version "
+                                  "writes, so it cannot be resumed", fix="choose a new --csv file",
+                                  path=self.path)
+            return {row["source"] for row in reader}
+
+    def _write(self, row: dict[str, str]) -> None:
+        buf = io.StringIO()
+        csv.DictWriter(buf, fieldnames=CSV_FIELDS).writerow(row)
+        start = self._file.tell()
+        try:
+            self._file.write(buf.getvalue())
+        except OSError:
+            self._file.truncate(start)  # never leave half a row behind
+            raise
+
+    def add(self, pred: Prediction) -> None:
+        self._write(csv_row(pred))
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        except OSError:  # the last buffered rows did not fit: cut back to whole rows
+            _drop_cut_row(self.path)
+            raise
+
+
+def _drop_cut_row(path: Path) -> None:
+    """Truncate a file that does not end in a newline back to its last complete line."""
+    with path.open("rb+") as f:
+        size = f.seek(0, 2)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        block = min(size, 1 << 20)
+        f.seek(size - block)
+        tail = f.read(block)
+        f.truncate(size - block + tail.rfind(b"\n") + 1 if b"\n" in tail else 0)
 
 
 def csv_row(pred: Prediction) -> dict[str, str]:
     d = pred.to_dict()
     if "error" in d:
-        return {"source": d["source"], "error": d["error"]}
+        return {"source": d["source"], "verdict": "error", "error": d["error"]}
     top = "; ".join(f"{g['common_name']} {g['probability']:.4f}" for g in d["top"])
-    return {k: d.get(k, "") for k in CSV_FIELDS if k not in {"top", "error"}} | {"top": top, "error": ""}
+    quality = "ok" if pred.quality is None or pred.quality.ok else "; ".join(pred.quality.problems)
+    fields = {k: d.get(k, "") for k in CSV_FIELDS if k not in {"top", "error", "quality"}}
+    return fields | {"quality": quality, "top": top, "error": ""}
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Every option checked before the model is loaded or a photo read."""
+    from monkeysee.runtime import checked_precision
+
+    for name in ("top_k", "batch_size"):
+        value = getattr(args, name)
+        if value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be at least 1, not {value}", fix=f"pass e.g. {flag} 32")
+    checked_precision(args.precision)
+    for flag, target in (("--cams", args.cams), ("--csv", args.csv)):
+        if target:
+            _check_writable(flag, Path(target) if flag == "--cams" else Path(target).parent)
+
+
+def _check_writable(flag: str, folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{flag} folder cannot be written ({exc.strerror})",
+                          fix=f"pass a {flag} path in a folder you can write to", path=folder) from None
 
 
 @command("predict", help="Name the species in photos or folders", arguments=_arguments, order=30)
 def run(args: argparse.Namespace) -> int:
     from monkeysee.predict import Predictor
 
+    check_options(args)
     predictor = Predictor.from_run_dir(args.run_dir, precision=args.precision,
                                        unknown_threshold=args.unknown_threshold)
-    csv_path = Path(args.csv) if args.csv else None
-    skip = done_sources(csv_path) if csv_path else set()
+    out = ResultsCsv(Path(args.csv)) if args.csv else None
+    skip = out.done if out else set()
     paths = (p for p in iter_inputs(args.photos) if str(p) not in skip)
-    writer = csv_file = None
-    if csv_path:
-        new = not csv_path.is_file() or csv_path.stat().st_size == 0
-        csv_file = csv_path.open("a", newline="")
-        writer = csv.DictWriter(csv_file, fieldnames=CSV_FIELDS)
-        if new:
-            writer.writeheader()
     explainer = _explainer(predictor, args.cams)
-    counts = {"photos": 0, "errors": 0, "unknown": 0}
-    bar = tqdm(desc="predicting", unit="photo", disable=None if (csv_path or args.json) else True)
+    counts = {"photos": 0, "errors": 0, "unknown": 0, "retake": 0}
+    bar = tqdm(desc="predicting", unit="photo", disable=None if (out or args.json) else True)
     try:
         for pred in predictor.predict_paths(paths, args.top_k, args.batch_size, heatmaps=explainer):
             counts["photos"] += 1
             counts["errors"] += pred.error is not None
             counts["unknown"] += pred.unknown
-            if writer is not None:
-                writer.writerow(csv_row(pred))
+            counts["retake"] += pred.retake
+            if out is not None:
+                out.add(pred)
             elif args.json:
                 print(json.dumps(pred.to_dict()), flush=True)
             else:
                 print(pred.line(), flush=True)
             if pred.overlay is not None:
                 _write_cam(pred, Path(args.cams))
-            if csv_file is not None and counts["photos"] % args.batch_size == 0:
-                csv_file.flush()
+            if out is not None and counts["photos"] % args.batch_size == 0:
+                out.flush()
             bar.update(1)
     finally:
         bar.close()
-        if csv_file is not None:
-            csv_file.close()
+        if out is not None:
+            out.close()
     summary = (f"{counts['photos']} photos, {counts['errors']} unreadable, "
-               f"{counts['unknown']} not one of my species")
+               f"{counts['unknown']} not one of my species, {counts['retake']} to photograph again")
     if skip:
-        summary += f"; {len(skip)} already in {csv_path}"
+        summary += f"; {len(skip)} already in {args.csv}"
     print(summary, file=sys.stderr)
     return 1 if counts["photos"] and counts["errors"] == counts["photos"] else 0
 

@@ -34,7 +34,9 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "device": (str, "auto, cpu or cuda"),
     "workers": (int, "photo-decoding worker processes"),
     "unknown_detector": (str, "max_softmax, energy, max_logit, mahalanobis or knn"),
-    "unknown_keep": (float, "share of known-species validation photos the unknown threshold accepts"),
+    "unknown_keep": (float, "share of known-species photos the unknown threshold accepts (default 0.95)"),
+    "unknown_calibration": (str, "crossfit (out-of-fold training photos + val, default) or val"),
+    "calibration": (str, "temperature (default: shown probabilities fitted on val) or none"),
 }
 assert set(_FLAGS) <= {f.name for f in fields(TrainConfig)}
 
@@ -60,7 +62,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     return cfg.updated(**changes)
 
 
-RESUMABLE = ("data", "workers", "device", "unknown_detector", "unknown_keep")
+RESUMABLE = ("data", "workers", "device", "unknown_detector", "unknown_keep", "unknown_calibration",
+             "calibration")
 """Settings a resumed run may change: where the photos are, how it runs, and what is decided after the
 last epoch. Anything else would mix two recipes in one model."""
 

@@ -98,7 +98,7 @@ class DataIndex:
                 lines.append(f"{self.relative(s.path)}\t{size}\t{self.species[s.target].label}\t{name}")
         digest = hashlib.sha256()
         for line in sorted(lines):
-            digest.update(line.encode("utf-8") + b"\n")
+            digest.update(line.encode("utf-8", "surrogateescape") + b"\n")  # names need not be UTF-8
         return digest.hexdigest()
 
     def counts(self) -> dict[str, dict[str, int]]:

@@ -154,10 +154,11 @@ def measure(image: Image.Image) -> Measures:
     )
 
 
-def verdict(m: Measures) -> Quality:
-    """The problems these measures show, against the module's thresholds."""
+def verdict(m: Measures, min_short_side: int = MIN_SHORT_SIDE) -> Quality:
+    """The problems these measures show, against the module's thresholds; `min_short_side` is half the
+    model's input size (MIN_SHORT_SIDE for the 224 px backbones)."""
     found = {
-        "too small": m.short_side < MIN_SHORT_SIDE,
+        "too small": m.short_side < min_short_side,
         "blurred": m.sharpness < MIN_SHARPNESS,
         "noisy": m.noise > MAX_NOISE,
         "compressed": m.blockiness > MAX_BLOCKINESS,
@@ -169,6 +170,6 @@ def verdict(m: Measures) -> Quality:
     return Quality(ok=not problems, problems=problems, measures=m)
 
 
-def assess(image: Image.Image) -> Quality:
+def assess(image: Image.Image, min_short_side: int = MIN_SHORT_SIDE) -> Quality:
     """Quality verdict for one photo: `ok`, `problems` (from `PROBLEMS`) and the measured values."""
-    return verdict(measure(image))
+    return verdict(measure(image), min_short_side)

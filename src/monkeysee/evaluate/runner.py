@@ -15,10 +15,9 @@ from monkeysee.data.dataset import decoded_batches
 from monkeysee.data.layout import Sample, scan_dataset
 from monkeysee.errors import ConfigError, DataError
 from monkeysee.evaluate.interpret import Interpretation
-from monkeysee.evaluate.metrics import compute_metrics, format_metrics_table
-from monkeysee.evaluate.plots import plot_confusion_matrix, plot_top_losses
+from monkeysee.evaluate.metrics import compute_metrics, format_metrics_table, reliability_table
+from monkeysee.evaluate.plots import plot_confusion_matrix, plot_reliability, plot_top_losses
 from monkeysee.io import atomic_write_bytes, atomic_write_json
-from monkeysee.models.unknown import softmax
 from monkeysee.predict import Predictor
 from monkeysee.rundir import RunDir
 
@@ -89,7 +88,7 @@ def evaluate_run(
     predictor = predictor or Predictor.from_run_dir(run_dir)
     samples = split_samples(run_dir, split, data, predictor)
     logits, _feats, kept, errors = predict_samples(predictor, samples)
-    probs = softmax(logits)
+    probs = predictor.probabilities(logits)
     targets = np.array([samples[i].target for i in kept])
     interp = Interpretation(probs, targets, [str(samples[i].path) for i in kept], list(predictor.species))
     metrics = compute_metrics(probs, targets, predictor.species)
@@ -102,9 +101,10 @@ def evaluate_run(
     names = [s.display_name for s in predictor.species]
     plot_confusion_matrix(cm, names, out / "confusion_matrix.png")
     _write_confusion_csv(out / "confusion_matrix.csv", cm, names)
+    plot_reliability(reliability_table(probs, targets), out / "reliability.png", ece=metrics.get("ece"))
     _plot_top_losses(interp, predictor, out / "top_losses.png")
     if split == "test":  # the held-out numbers travel with the checkpoint (manifest.metrics.test)
-        keys = ("n", "accuracy", "accuracy_ci95", "top3_accuracy", "macro_f1", "log_loss")
+        keys = ("n", "accuracy", "accuracy_ci95", "top3_accuracy", "macro_f1", "log_loss", "ece")
         RunDir(run_dir).record_metrics("test", {k: metrics[k] for k in keys if k in metrics})
     log(format_metrics_table(metrics))
     log(f"evaluation written to {out}")

@@ -164,9 +164,11 @@ class PhotoService:
                heatmap: bool = False) -> Answer:
         """Predict the species of one uploaded photo, with its Grad-CAM when `cam`."""
         image = self.read(data, name)
-        out = self._worker.submit(_Job(image, cam)).result()
+        job = self._worker.submit(_Job(image, cam))
+        quality = self.predictor.assess(image)  # in this request thread, while the model works
+        out = job.result()
         k = max(1, min(top_k, len(self.predictor.species)))
-        prediction = self.predictor.decide(out.logits[None], out.features[None], [name], k)[0]
+        prediction = self.predictor.decide(out.logits[None], out.features[None], [name], k, [quality])[0]
         images = None
         if out.cam is not None:
             target = int(np.argmax(out.logits))

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
@@ -34,7 +35,8 @@ from monkeysee.data.transforms import eval_transform
 from monkeysee.errors import CheckpointError, ConfigError
 from monkeysee.io import atomic_write_bytes, atomic_write_json
 from monkeysee.models import Classifier, create_model, get_backbone
-from monkeysee.models.unknown import build_detector
+from monkeysee.models.calibration import Calibration, crossfit_threshold, fit_temperature
+from monkeysee.models.unknown import DetectorState, UnknownDetector, build_detector, calibrate_threshold
 from monkeysee.rundir import CURVES, RunDir
 from monkeysee.runtime import autocast, pick_device, resolve_precision, seed_everything
 from monkeysee.train.cache import SplitCache, encode, load_caches, save_caches
@@ -332,12 +334,15 @@ class Trainer:
 
         cfg, p = self.cfg, self.progress
         model.eval()
-        feats = {n: self._pooled(model, upper, caches[n].acts[0]) for n in ("train", "val")}
+        train_views = self._pooled(model, upper, caches["train"].acts.flatten(0, 1)).numpy()
+        val_feats = self._pooled(model, upper, caches["val"].acts[0])
         with torch.no_grad():
-            val_logits = model.head.fc(feats["val"].to(self.device)).float().cpu().numpy()
-        detector = build_detector(cfg.unknown_detector, feats["train"].numpy(),
-                                  caches["train"].targets.numpy(), val_logits, feats["val"].numpy(),
-                                  keep=cfg.unknown_keep)
+            val_logits = model.head.fc(val_feats.to(self.device)).float().cpu().numpy()
+        val_targets = caches["val"].targets.numpy()
+        calibration = (fit_temperature(val_logits, val_targets) if cfg.calibration == "temperature"
+                       else Calibration())
+        detector = self._unknown_detector(train_views, caches["train"].targets.numpy(), val_logits,
+                                          val_feats.numpy())
         val_row = next(r for r in p.history if r["phase"] == p.best_phase and r["epoch"] == p.best_epoch)
         manifest = Manifest(
             backbone=cfg.backbone,
@@ -351,12 +356,36 @@ class Trainer:
                               "val_acc": val_row["val_acc"]}, "precision": self.precision,
                      "train_seconds": round(p.cache_seconds + sum(r["seconds"] for r in p.history), 1)},
             data_fingerprint=index.fingerprint(),
+            calibration=calibration.to_dict(),
         )
         plot_training_curves(p.history, self.run_dir.file(CURVES))
         self.run_dir.save_checkpoint(model.to(memory_format=torch.contiguous_format), manifest, detector)
         log(f"best: {p.best_phase} epoch {p.best_epoch}, val acc {val_row['val_acc']:.4f}; "
-            f"unknown detector {detector.name} keeps {cfg.unknown_keep:.0%} of known val photos")
+            f"temperature {calibration.temperature:.3f}; unknown detector {detector.name} keeps "
+            f"{cfg.unknown_keep:.0%} of known photos ({cfg.unknown_calibration} threshold)")
         return self.dir
+
+    def _unknown_detector(self, train_views: np.ndarray, targets: np.ndarray, val_logits: np.ndarray,
+                          val_feats: np.ndarray) -> UnknownDetector:
+        """The "not one of my species" detector: its bank holds every cached view of the training photos
+        (augmented ones included, so a blurred or dark photo of a known monkey still has neighbours),
+        and its threshold keeps `unknown_keep` of clean known photos. With "crossfit" those are the
+        clean training photos scored by detectors fitted on the other folds (a photo is never its own
+        neighbour: all views of one photo share a fold) pooled with the validation photos, not just the
+        small validation split; "val" uses the validation photos alone."""
+        cfg = self.cfg
+        n = len(targets)
+        views = len(train_views) // n
+        if cfg.unknown_calibration == "val":
+            return build_detector(cfg.unknown_detector, train_views[:n], targets, val_logits, val_feats,
+                                  keep=cfg.unknown_keep)
+        fit = crossfit_threshold(cfg.unknown_detector, train_views, np.tile(targets, views), val_feats,
+                                 val_logits, keep=cfg.unknown_keep, seed=cfg.seed,
+                                 groups=np.tile(np.arange(n), views))
+        clean = fit.train_scores[:n]  # view 0 of every photo; empty for detectors fitted to nothing
+        threshold = calibrate_threshold(np.concatenate([clean, fit.val_scores]), cfg.unknown_keep)
+        state = DetectorState.of(fit.detector)
+        return UnknownDetector(cfg.unknown_detector, threshold, cfg.unknown_keep, state)
 
 
 # --- small pure helpers --------------------------------------------------------------------------

@@ -401,7 +401,10 @@ class Activations(Section):
         except ImageError as exc:
             return note(esc(exc.message))
         acts = {k: v[0].float().numpy() for k, v in ctx.explainer.activations([photo]).items()}
-        tiles = [figure(picture(ctx, self.path, None, "the photo", ACTIVATION_PX), "photo")]
+        seen = ctx.cams.photo(self.path)
+        if seen is None:
+            return note(esc(ctx.cams.problem(self.path) or "the photo could not be read"))
+        tiles = [figure(img(jpeg_uri(seen), "the photo", ACTIVATION_PX), "photo")]
         for layer, act in acts.items():
             mean = _scaled(act.mean(axis=0))
             big = Image.fromarray(heatmap(mean, "viridis")).resize(

@@ -259,11 +259,8 @@ class Data(Section):
         return "".join(parts)
 
     def _skipped(self, ctx: ReportContext) -> str:
-        if ctx.summary:
-            skipped = ctx.summary.get("skipped", [])
-        else:  # no data_summary.json: the skipped files that splits.json records
-            recorded = ctx.index.skipped if ctx.index else []
-            skipped = [{"path": str(s.path), "reason": s.reason} for s in recorded]
+        skipped = (ctx.summary or {}).get("skipped") or (
+            [{"path": str(s.path), "reason": s.reason} for s in ctx.index.skipped] if ctx.index else [])
         if not skipped:
             return "<h3>Skipped files</h3>" + para("None: every file in the species folders could be read.")
         reasons = Counter(s["reason"] for s in skipped)
