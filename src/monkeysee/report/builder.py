@@ -55,7 +55,7 @@ def build_report(run_dir: str | Path, options: ReportOptions | None = None) -> P
             planned[s.id] = _guarded(s.plan, ctx)
         if len(ctx.cams):
             bar.set_postfix_str(f"Grad-CAM of {len(ctx.cams)} photos")
-            ctx.cams.compute(options.batch_size)
+        ctx.cams.compute(options.batch_size)  # also when only photos (no overlays) are wanted
         cam_seconds = time.perf_counter() - t0
         bar.update()
         for s in sections:
