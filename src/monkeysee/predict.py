@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from monkeysee.data.dataset import decoded_batches
+from monkeysee.data.images import display_path
 from monkeysee.data.quality import Quality, assess
 from monkeysee.data.species import Species
 from monkeysee.data.transforms import eval_transform
@@ -108,15 +109,15 @@ class Prediction:
         """One line for people: the species (or "not one of my species"), then the runners-up."""
         if self.error or self.best is None:
             return f"ERROR {self.error}"
-        best = self.best
+        best, source = self.best, display_path(self.source)
         name = f"{best.species.display_name} ({best.species.display_latin})"
-        head = f"{self.source}: {name} {best.probability:.1%}"
+        head = f"{source}: {name} {best.probability:.1%}"
         if self.retake:
             why = ", ".join(self.quality.problems) if self.quality else ""
-            head = (f"{self.source}: TAKE ANOTHER PHOTO ({why}); "
+            head = (f"{source}: TAKE ANOTHER PHOTO ({why}); "
                     f"looks most like {best.species.display_name}, {best.probability:.1%}")
         elif self.unknown:
-            head = (f"{self.source}: NOT ONE OF MY SPECIES "
+            head = (f"{source}: NOT ONE OF MY SPECIES "
                     f"(nearest: {best.species.display_name}, {best.probability:.1%})")
         rest = ", ".join(f"{g.species.display_name} {g.probability:.1%}" for g in self.top[1:])
         return head + (f"  | then {rest}" if rest else "")

@@ -217,7 +217,7 @@ class RunDir:
         if not manifest.unknown:
             return None
         arrays: dict[str, np.ndarray] = {}
-        if manifest.unknown.get("arrays"):
+        if manifest.unknown.get("arrays") or UNKNOWN in manifest.files:  # a pinned file is always checked
             data = self._checked_bytes(manifest, UNKNOWN)
             try:
                 arrays = load_numpy_bytes(data)

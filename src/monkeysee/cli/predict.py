@@ -10,11 +10,12 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from tqdm.auto import tqdm
 
@@ -62,16 +63,20 @@ same bytes, so every photo gets its row and a resumed run recognises it."""
 class ResultsCsv:
     """An appendable, resumable CSV of predictions in which every row is complete.
 
-    Rows go to the file one whole row per write and are flushed per batch; a crash or a full disk
-    can only cut the last row, and opening the file again drops such a cut row before appending.
+    Each row is one unbuffered write of its whole bytes; a write that fails (a full disk) is cut back
+    to the end of the last whole row before the error goes on, and opening the file again drops a row
+    a crash may have cut, so a resumed run never glues a row onto a fragment.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.done = self._read_done()
-        self._file = path.open("a", newline="", encoding="utf-8", errors=CSV_ERRORS)
-        if self._file.tell() == 0:
+        self._file = self._open()
+        if self._file.seek(0, 2) == 0:
             self._write({f: f for f in CSV_FIELDS})
+
+    def _open(self) -> BinaryIO:
+        return self.path.open("ab", buffering=0)
 
     def _read_done(self) -> set[str]:
         if not self.path.is_file() or self.path.stat().st_size == 0:
@@ -88,9 +93,13 @@ class ResultsCsv:
     def _write(self, row: dict[str, str]) -> None:
         buf = io.StringIO()
         csv.DictWriter(buf, fieldnames=CSV_FIELDS).writerow(row)
-        start = self._file.tell()
+        data = buf.getvalue().encode("utf-8", CSV_ERRORS)
+        start = self._file.seek(0, 2)
         try:
-            self._file.write(buf.getvalue())
+            view = memoryview(data)
+            while view:
+                written = self._file.write(view)
+                view = view[written or 0:]
         except OSError:
             self._file.truncate(start)  # never leave half a row behind
             raise
@@ -99,14 +108,10 @@ class ResultsCsv:
         self._write(csv_row(pred))
 
     def flush(self) -> None:
-        self._file.flush()
+        os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        try:
-            self._file.close()
-        except OSError:  # the last buffered rows did not fit: cut back to whole rows
-            _drop_cut_row(self.path)
-            raise
+        self._file.close()
 
 
 def _drop_cut_row(path: Path) -> None:

@@ -49,7 +49,9 @@ class ReportOptions:
 
     def __post_init__(self) -> None:
         from monkeysee.explain import resolve_methods
+        from monkeysee.runtime import checked_precision
 
+        checked_precision(self.precision)  # a bad value fails before the run is read
         object.__setattr__(
             self, "faithfulness_methods", tuple(resolve_methods(list(self.faithfulness_methods)))
         )
