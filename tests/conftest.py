@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -55,16 +59,45 @@ def tiny_config(data: Path, out: Path, **changes) -> TrainConfig:
 
 
 @pytest.fixture(scope="session")
-def synthetic_data(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("synthetic"))
+def synthetic_data(tmp_path_factory) -> Iterator[Path]:
+    """Shared photos: read-only, checked at the end like `tiny_run`."""
+    root = make_dataset(tmp_path_factory.mktemp("synthetic"))
+    with left_alone(root, "synthetic_data"):
+        yield root
+
+
+def folder_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root`, by relative path: to show a folder was left alone."""
+    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(root.rglob("*")) if f.is_file()}
+
+
+@contextmanager
+def left_alone(root: Path, name: str) -> Iterator[None]:
+    """Fail (at the fixture's teardown) if any file under `root` was added, changed or removed."""
+    before = folder_digest(root)
+    yield
+    after = folder_digest(root)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"a test wrote into the shared {name} fixture: {changed}"
+
+
+def private_copy(folder: Path, dest: Path) -> Path:
+    """A copy of a shared (session) folder that a test may write into."""
+    shutil.copytree(folder, dest)
+    return dest
 
 
 @pytest.fixture(scope="session")
-def tiny_run(synthetic_data, tmp_path_factory) -> Path:
+def tiny_run(synthetic_data, tmp_path_factory) -> Iterator[Path]:
+    """A trained run shared by the whole session, so it is read-only: a test that evaluates, reports or
+    otherwise writes works on `private_copy(tiny_run, tmp_path / "run")`. Checked at the end."""
     from monkeysee.train.trainer import Trainer
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    return Trainer(tiny_config(synthetic_data, out), out).run(log=lambda _: None)
+    run = Trainer(tiny_config(synthetic_data, out), out).run(log=lambda _: None)
+    with left_alone(run, "tiny_run"):
+        yield run
 
 
 CHROMIUM = Path("/usr/bin/chromium")

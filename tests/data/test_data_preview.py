@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from monkeysee.cli import main
 from monkeysee.data.augment import AugmentConfig
+from monkeysee.data.images import load_rgb
 from monkeysee.data.layout import Sample
 from monkeysee.data.preview import augmentation_grid
+from monkeysee.data.transforms import denormalize, eval_transform
 from monkeysee.errors import DataError
 from monkeysee.models.registry import Preprocess
 
@@ -37,6 +40,27 @@ def test_grid_size_and_determinism(samples: list[Sample]) -> None:
     assert grid.tobytes() == again.tobytes()
     other = augmentation_grid(samples, PRE, AugmentConfig(), n_photos=2, n_augmented=3, seed=2)
     assert grid.tobytes() != other.tobytes()
+
+
+def _eval_view(path: Path) -> np.ndarray:
+    """The photo as the model sees it at eval time, as RGB uint8."""
+    x = denormalize(eval_transform(PRE)(load_rgb(path)), PRE)
+    return (x.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+
+
+def test_each_row_starts_with_the_eval_view_of_a_photo_of_another_species(samples: list[Sample]) -> None:
+    grid = np.asarray(augmentation_grid(samples, PRE, AugmentConfig(), n_photos=3, n_augmented=2, seed=0))
+    views = {s.path: _eval_view(s.path) for s in samples}
+    tile = 32
+    rows = []
+    for row in range(3):
+        top = 4 + row * (tile + 20 + 4)
+        first = grid[top : top + tile, 4 : 4 + tile]
+        (match,) = [s for s in samples if np.array_equal(views[s.path], first)]
+        rows.append(match.target)
+        caption = grid[top + tile + 2 : top + tile + 20, 4 : 4 + tile]
+        assert (caption < 128).any()  # a caption is written under the tile
+    assert sorted(rows) == [0, 1, 2]  # one photo of each species before any repeats
 
 
 def test_grid_passes_over_unreadable_photos(samples: list[Sample]) -> None:

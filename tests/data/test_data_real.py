@@ -12,6 +12,8 @@ from monkeysee.data.species import Species
 
 MONKEYS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "monkeys"
 
+pytestmark = pytest.mark.slow  # reads the 1,097 real photos in ../shared/data
+
 
 @pytest.fixture(scope="module")
 def index() -> DataIndex:

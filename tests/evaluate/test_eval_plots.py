@@ -14,6 +14,8 @@ from monkeysee.evaluate.metrics import reliability_table
 from monkeysee.evaluate.plots import (
     _confusion_figure,
     _reliability_figure,
+    _training_figure,
+    _unknown_figure,
     plot_confusion_matrix,
     plot_reliability,
     plot_top_losses,
@@ -57,6 +59,19 @@ def test_confusion_matrix_ten_classes(tmp_path):
     assert [t.get_text() for t in ax.get_yticklabels()][:2] == ["mantled howler", "patas monkey"]
 
 
+def test_confusion_matrix_cells_are_the_counts_under_the_species_names():
+    cm = np.array([[5, 1, 0], [2, 7, 3], [0, 0, 9]])
+    ax = _confusion_figure(cm, NAMES[:3], normalize=False, dpi=100).axes[0]
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert cells == {(i, j): str(cm[i, j]) for i in range(3) for j in range(3)}  # row true, column predicted
+    names = ["mantled howler", "patas monkey", "bald uakari"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == names
+    assert [t.get_text() for t in ax.get_yticklabels()] == names
+    assert ax.get_xlabel() == "predicted" and ax.get_ylabel() == "true"
+    assert ax.get_title() == "Confusion matrix"
+    np.testing.assert_array_equal(ax.images[0].get_array(), cm)
+
+
 def test_confusion_matrix_normalised_with_an_empty_row(tmp_path):
     cm = _cm(3, 50)
     cm[1] = 0
@@ -94,6 +109,45 @@ def test_training_curves_with_gaps_and_restarting_epochs(tmp_path):
     ]
     assert _png_size(plot_training_curves(history, tmp_path / "curves.png")) == (1100, 450)
     assert _png_size(plot_training_curves([], tmp_path / "empty.png")) == (1100, 450)
+
+
+def test_training_curves_plot_exactly_the_history():
+    history = [
+        {"epoch": 1, "phase": "head", "train_loss": 1.5, "train_acc": 0.5, "val_loss": 1.2, "val_acc": 0.6},
+        {"epoch": 2, "phase": "head", "train_loss": 1.0, "train_acc": 0.7, "val_loss": None, "val_acc": 0.8},
+        {"epoch": 3, "phase": "finetune", "train_loss": 0.6, "train_acc": 0.85, "val_loss": 0.7,
+         "val_acc": 0.75},
+    ]
+    ax_loss, ax_acc = _training_figure(history, dpi=100).axes
+    assert (ax_loss.get_title(), ax_acc.get_title()) == ("loss", "accuracy")
+    assert ax_loss.get_xlabel() == ax_acc.get_xlabel() == "epoch"
+    lines = {(ax.get_title(), line.get_label()): line for ax in (ax_loss, ax_acc) for line in ax.lines}
+
+    def xy(ax_title, label):
+        line = lines[(ax_title, label)]
+        return list(line.get_xdata()), list(line.get_ydata())
+
+    assert xy("loss", "train") == ([1, 2, 3], [1.5, 1.0, 0.6])
+    assert xy("loss", "validation") == ([1, 3], [1.2, 0.7])  # the missing value is left out, not drawn as 0
+    assert xy("accuracy", "train") == ([1, 2, 3], [0.5, 0.7, 0.85])
+    assert xy("accuracy", "validation") == ([1, 2, 3], [0.6, 0.8, 0.75])
+    assert xy("accuracy", "best val (2)") == ([2], [0.8])  # the best validation epoch is starred
+    phases = sorted(t.get_text() for t in ax_loss.texts)
+    assert phases == ["finetune", "head"]
+
+
+def test_unknown_scores_picture_says_what_the_threshold_does():
+    known, unknown = np.array([0.0, 1.0, 2.0, 3.0]), np.array([2.5, 4.0])
+    ax_hist, ax_roc = _unknown_figure(known, unknown, threshold=2.0, name="energy", dpi=100).axes
+    assert ax_hist.get_title() == "Unknown-photo scores: energy"
+    assert ax_hist.get_xlabel() == "energy score (higher = more likely unknown)"
+    labels = ax_hist.get_legend_handles_labels()[1]
+    assert "threshold 2: keeps 75% known, rejects 100% unknown" in labels
+    assert "known species (n=4)" in labels and "unknown (n=2)" in labels
+    counts = [sum(p.get_height() for p in c) for c in ax_hist.containers]
+    assert counts == [4, 2]  # every photo is in its histogram
+    (point,) = [line for line in ax_roc.lines if line.get_label() == "threshold"]
+    assert (list(point.get_xdata()), list(point.get_ydata())) == ([0.25], [1.0])
 
 
 def test_top_losses_grid_shows_overlays_instead_of_photos(tmp_path):

@@ -7,8 +7,13 @@ import math
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
+from monkeysee.checkpoint import Manifest
+from monkeysee.data.species import Species
 from monkeysee.errors import CheckpointError, ConfigError
+from monkeysee.models import Classifier, Preprocess
 from monkeysee.models.unknown import (
     DETECTORS,
     KNN,
@@ -23,12 +28,20 @@ from monkeysee.models.unknown import (
     fpr_at_tpr,
     get_detector,
 )
+from monkeysee.rundir import RunDir
 
 
-def test_registry_names():
-    assert list(DETECTORS) == ["max_softmax", "energy", "max_logit", "mahalanobis", "knn"]
-    with pytest.raises(ConfigError, match="choose one of"):
+def test_get_detector_of_an_unknown_name_lists_every_registered_one():
+    with pytest.raises(ConfigError, match="choose one of") as info:
         get_detector("odin")
+    assert "odin" in str(info.value)
+    assert all(name in str(info.value) for name in DETECTORS)
+
+
+@pytest.mark.parametrize("name", DETECTORS.names())
+def test_each_registered_detector_is_found_by_its_own_name(name):
+    det = get_detector(name)
+    assert det.name == name and isinstance(det, DETECTORS[name])
 
 
 # --- ranking metrics --------------------------------------------------------------------------------------
@@ -188,3 +201,30 @@ def test_damaged_manifest_is_a_checkpoint_error():
     meta, arrays = det.to_manifest()
     with pytest.raises(CheckpointError, match="damaged"):
         UnknownDetector.from_manifest(meta, {"unknown.means": arrays["unknown.means"]})
+
+
+@pytest.mark.parametrize("name", DETECTORS.names())
+def test_each_detector_round_trips_through_the_run_folder(name, tmp_path):
+    """save_checkpoint writes the detector next to a tiny model; load_detector rebuilds the same scores."""
+    _, feats, targets, sample, centres, ood_centre = _clusters()
+    val_logits, val_feats = sample(40, centres[0])
+    test_logits, test_feats = sample(10, ood_centre)
+    det = build_detector(name, feats, targets, val_logits, val_feats, keep=0.9)
+    torch.manual_seed(0)
+    model = Classifier(nn.Sequential(nn.Conv2d(3, 8, 3)), num_features=8, num_classes=3)
+    species = tuple(Species(f"n{i}", f"species_{i}") for i in range(3))
+    manifest = Manifest(backbone="efficientnet_lite0", species=species, preprocess=Preprocess(32),
+                        explain_layer="body.0")
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    written = run.save_checkpoint(model, manifest, det)
+    assert written.unknown["name"] == name
+    back = RunDir(tmp_path / "run").load_detector()
+    assert back is not None
+    assert (back.name, back.threshold, back.keep) == (det.name, det.threshold, det.keep)
+    for logits, f in ((test_logits, test_feats), (val_logits, val_feats)):
+        np.testing.assert_array_equal(back.score(logits, f), det.score(logits, f))
+        np.testing.assert_array_equal(back.is_unknown(logits, f), det.is_unknown(logits, f))
+    # Saving without a detector removes the old one: a run never keeps a stale detector.
+    run.save_checkpoint(model, manifest)
+    assert run.load_detector() is None and not run.file("unknown.safetensors").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -131,6 +132,7 @@ def test_unknown_species_and_layer_list_the_valid_ones(run_dir, photo_dir, tmp_p
 
 
 def test_evaluate_writes_the_faithfulness_table(run_dir, photo_dir, tmp_path, capsys):
+    photo_dir = shutil.copytree(photo_dir, tmp_path / "photos")  # shared by the module: add to a copy
     (photo_dir / "n1" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
     rc = main(
         [
@@ -147,14 +149,13 @@ def test_evaluate_writes_the_faithfulness_table(run_dir, photo_dir, tmp_path, ca
             "--steps",
             "2",
             "--out",
-            str(tmp_path),
+            str(tmp_path / "out"),
         ]
     )
-    (photo_dir / "n1" / "broken.jpg").unlink()
     assert rc == 0
     out = capsys.readouterr().out
     assert "most faithful for this model:" in out and "evaluating on 2 photos" in out
-    record = json.loads((tmp_path / "faithfulness.json").read_text())
+    record = json.loads((tmp_path / "out" / "faithfulness.json").read_text())
     assert [m["method"] for m in record["methods"]] == ["gradcam", "eigencam"]
     assert record["most_faithful"] in {"gradcam", "eigencam"} and len(record["photos"]) == 2
     assert not any("broken" in p for p in record["photos"])

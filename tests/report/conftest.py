@@ -11,20 +11,11 @@ import pytest
 from PIL import Image
 
 from monkeysee.report import ReportOptions, build_report
+from monkeysee.report.sections import all_sections
 
-SECTION_IDS = (
-    "overview",
-    "data",
-    "augmentation",
-    "training",
-    "metrics",
-    "confusion",
-    "mistakes",
-    "gallery",
-    "activations",
-    "faithfulness",
-    "unknown",
-)
+SECTIONS_IN_ORDER = all_sections()
+SECTION_IDS = tuple(s.id for s in SECTIONS_IN_ORDER)
+"""Every registered section, in reading order: a section is tested the moment it is registered."""
 # Small enough for a test, large enough that every section has something to show.
 FAST = dict(
     faithfulness_photos=2,

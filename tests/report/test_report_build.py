@@ -10,7 +10,7 @@ import pytest
 from monkeysee.cli import main
 from monkeysee.report import ReportOptions, build_report
 from monkeysee.report.html import pct
-from tests.report.conftest import FAST, SECTION_IDS, copy_run, parse
+from tests.report.conftest import FAST, SECTION_IDS, SECTIONS_IN_ORDER, copy_run, parse
 
 
 def test_report_is_one_self_contained_file(report_html):
@@ -42,6 +42,15 @@ def test_every_section_is_there_in_order_with_content(report_html):
         assert page.images[sid], f"section {sid} shows no picture"
     nav = [a["href"] for tag, a in page.tags if tag == "a"]
     assert [h for h in nav if h != "#"] == [f"#{s}" for s in SECTION_IDS]
+
+
+@pytest.mark.parametrize("section", SECTIONS_IN_ORDER, ids=lambda s: s.id)
+def test_each_registered_section_renders_a_body_under_its_id(report_html, section):
+    page = parse(report_html)
+    assert section.id in page.sections, f"section {section.id} is registered but not in the report"
+    position = SECTION_IDS.index(section.id) + 1
+    assert page.headings[section.id] == f"{position}. {section.title}"
+    assert page.text(section.id), f"section {section.id} rendered an empty body"
 
 
 def test_report_evaluates_a_run_that_was_not_evaluated(report_html, report_run):
@@ -98,8 +107,9 @@ def test_faithfulness_section_names_n_and_the_best_method(report_html):
 
 
 def test_without_ood_the_unknown_section_says_how_to_add_it(report_run, tmp_path):
+    run = copy_run(report_run, tmp_path / "run", evaluated=True)  # building may evaluate: not the shared one
     out = build_report(
-        report_run,
+        run,
         ReportOptions(out=tmp_path / "r.html", faithfulness_photos=0, gallery_per_species=0, top_losses=1),
     )
     page = parse(out)
@@ -156,6 +166,7 @@ def test_moved_data_is_found_with_data(report_run, synthetic_data, tmp_path):
 
 
 def test_cli_writes_the_report_and_reports_bad_input(report_run, tmp_path, capsys):
+    report_run = copy_run(report_run, tmp_path / "run", evaluated=True)  # the CLI may evaluate it
     out = tmp_path / "cli.html"
     code = main(
         [

@@ -8,9 +8,9 @@ import httpx
 import pytest
 
 from monkeysee.serve import ServeConfig, create_app
+from tests.conftest import COLOURS, NOT_MONKEYS, make_dataset, synthetic_photo, tiny_config
 
 pytestmark = pytest.mark.browser
-
 
 
 @pytest.fixture
@@ -75,12 +75,27 @@ def test_a_file_that_is_not_a_photo_shows_the_reason(page, server_url, tmp_path)
     page.locator("#view").wait_for(state="hidden")  # no broken-image icon for a file that is no picture
 
 
-def test_unknown_animals_are_named_as_such(page, serve, detector_run_dir, make_photo, tmp_path):
-    photo = tmp_path / "hen.png"
-    photo.write_bytes(make_photo((120, 160), seed=31, fmt="PNG"))
-    app = create_app(ServeConfig(detector_run_dir, unknown_threshold=-1e12))
-    with serve(app) as url:
-        upload(page, url, photo)
+@pytest.fixture(scope="module")
+def calibrated_run(tmp_path_factory) -> Path:
+    """A tiny trained run whose kNN detector and threshold were calibrated by the trainer on its own
+    photos (seconds), so the verdict below is the run's real one, not a hand-set threshold."""
+    from monkeysee.train.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("calibrated")
+    data = make_dataset(root / "data")
+    config = tiny_config(data, root / "run", unknown_detector="knn")
+    return Trainer(config, root / "run").run(log=lambda _: None)
+
+
+def test_unknown_animals_are_named_as_such(page, serve, calibrated_run, tmp_path):
+    animals = sorted(NOT_MONKEYS.glob("*.JPEG")) if NOT_MONKEYS.is_dir() else []
+    if not animals:
+        pytest.skip(f"no photos of other animals at {NOT_MONKEYS}")
+    fish = animals[0]  # a tench: nothing like the three coloured, striped species it learned
+    known = tmp_path / "blue.jpg"
+    synthetic_photo(COLOURS["n2"], seed=902).save(known, quality=92)  # a new photo of a species it knows
+    with serve(create_app(ServeConfig(calibrated_run))) as url:
+        upload(page, url, fish)
         card = page.locator("#result .unknown")
         assert card.locator("h2").inner_text() == "Not one of my species"
         nearest = httpx.get(f"{url}/api/species").json()["species"]
@@ -88,6 +103,10 @@ def test_unknown_animals_are_named_as_such(page, serve, detector_run_dir, make_p
         assert "hint only" in card.inner_text()
         assert page.locator("#heat").is_visible()
         page.screenshot(path=str(tmp_path / "unknown.png"), full_page=True)
+
+        upload(page, url, known)
+        assert page.locator("#result .unknown").count() == 0
+        assert page.locator("#result .common").inner_text().lower().replace("_", " ") == "blue monkey"
     assert page.console_errors == []
 
 

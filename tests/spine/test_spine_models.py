@@ -11,6 +11,9 @@ import torch
 
 from monkeysee.errors import CheckpointError, ConfigError
 from monkeysee.models import available_backbones, create_model, get_backbone
+from monkeysee.models.forward import forward_pass
+from monkeysee.models.hooks import resolve_layer
+from monkeysee.models.registry import BACKBONES
 
 
 def test_registry_lists_offline_and_download_backbones():
@@ -27,17 +30,30 @@ def test_unknown_backbone_error_lists_valid_names():
     assert "efficientnet_lite0" in err.value.message and "vgg16" in err.value.message
 
 
-@pytest.mark.parametrize("name", ["efficientnet_lite0", "vgg16", "resnet18", "mobilenet_v3_large"])
-def test_every_backbone_is_a_sequential_of_stages_ending_in_a_feature_map(name):
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_every_backbone_builds_and_classifies_at_its_input_size(name):
+    """Whatever is registered is built (random weights), run at the size its preprocessing feeds, and
+    explained at a layer that exists: a new backbone is tested the moment it is registered."""
     spec = get_backbone(name)
-    model = create_model(name, num_classes=7).eval()
-    x = torch.zeros(1, 3, 64, 64)
-    with torch.no_grad():
-        fmap = model.body(x)
-        logits = model(x)
-    assert fmap.ndim == 4 and fmap.shape[1] == spec.num_features
-    assert logits.shape == (1, 7)
-    assert spec.explain_layer == model.stage_names()[-1]
+    model = create_model(name, num_classes=3).eval()
+    size = spec.preprocess.input_size
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    stages = model.stage_names()
+    modules = dict(model.named_modules())
+    assert len(stages) >= 2 and len(set(stages)) == len(stages)
+    assert all(s in modules for s in stages)  # every stage name resolves to a module
+    assert spec.explain_layer == stages[-1]  # the default explanation layer is the body's last stage
+    layer = resolve_layer(model, spec.explain_layer)
+    assert layer == (spec.explain_layer, modules[spec.explain_layer])
+    assert 1 <= spec.default_unfreeze <= len(model.body)
+    # One pass (batch of one, to stay fast on a shared CPU): logits, pooled features, the explained
+    # layer's feature map and the gradient flowing into it.
+    p = forward_pass(model, x, layer=layer, gradients=True)
+    assert p.logits.shape == (1, 3) and torch.isfinite(p.logits).all()
+    assert p.activation is not None and p.activation.shape[:2] == (1, spec.num_features)
+    assert min(p.activation.shape[2:]) >= 1
+    assert p.features is not None and p.features.shape == (1, spec.num_features)
+    assert p.gradients is not None and p.gradients.abs().sum() > 0  # the explained layer feeds the logits
 
 
 def test_vgg16_has_five_blocks_and_keeps_the_14x14_map():

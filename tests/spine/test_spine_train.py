@@ -21,7 +21,7 @@ from monkeysee.data.layout import scan_dataset
 from monkeysee.predict import Predictor
 from monkeysee.rundir import RunDir, load_run
 from monkeysee.train.trainer import Trainer
-from tests.conftest import tiny_config
+from tests.conftest import private_copy, tiny_config
 
 
 def test_run_folder_has_everything_downstream_needs(tiny_run: Path, synthetic_data: Path):
@@ -169,11 +169,12 @@ def test_unknown_config_key_is_rejected(tmp_path: Path, capsys):
     assert "head_epoch" in capsys.readouterr().err
 
 
-def test_evaluation_predictions_match_a_fresh_predictor(tiny_run: Path):
+def test_evaluation_predictions_match_a_fresh_predictor(tiny_run: Path, tmp_path: Path):
     """The numbers evaluate wrote during training come back exactly from the reloaded checkpoint."""
     from monkeysee.evaluate.interpret import Interpretation
     from monkeysee.evaluate.runner import evaluate_run
 
+    tiny_run = private_copy(tiny_run, tmp_path / "run")  # evaluate writes eval/ and the manifest
     metrics = evaluate_run(tiny_run, "test", log=lambda _: None)
     stored = Interpretation.load(tiny_run / "eval" / "test" / "predictions")
     predictor = Predictor.from_run_dir(tiny_run)
@@ -190,9 +191,10 @@ def test_evaluation_predictions_match_a_fresh_predictor(tiny_run: Path):
 
 
 @pytest.mark.parametrize("split", ["val", "train"])
-def test_evaluate_cli_on_other_splits(tiny_run: Path, split: str, capsys):
+def test_evaluate_cli_on_other_splits(tiny_run: Path, split: str, capsys, tmp_path: Path):
     from monkeysee.cli import main
 
+    tiny_run = private_copy(tiny_run, tmp_path / "run")  # evaluate writes eval/ and the manifest
     assert main(["evaluate", str(tiny_run), "--split", split]) == 0
     out = capsys.readouterr().out
     assert "accuracy" in out and "red monkey" in out
