@@ -143,15 +143,8 @@ def no_prediction(monkeypatch):
     monkeypatch.setattr("monkeysee.predict.Predictor.forward", forbidden)
 
 
-REPORT_PRECISION_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="src bug: `report --precision bogus` is not validated (ReportOptions accepts it); a run that "
-    "needs no predictions writes report.html and exits 0, one that does fails only after evaluating",
-)
-
-
 @pytest.mark.parametrize(
-    "command", ["predict", "evaluate", pytest.param("report", marks=REPORT_PRECISION_BUG)]
+    "command", ["predict", "evaluate", "report"]
 )
 def test_bad_precision_is_refused(command, small_run, photo, tmp_path, capsys, no_prediction):
     run = private_copy(small_run, tmp_path / "run")  # evaluate and report would write into it
@@ -161,18 +154,13 @@ def test_bad_precision_is_refused(command, small_run, photo, tmp_path, capsys, n
     assert folder_digest(run) == before
 
 
-LATER = pytest.mark.xfail(strict=True, reason="validated in a later commit (cli/predict.py)")
-# On main today: --batch-size 0 prints "0 photos" and exits 0, -3 is a ValueError traceback from islice,
-# --top-k 0 silently lists one species, --cams /proc/nope is a FileNotFoundError traceback.
-
-
 @pytest.mark.parametrize(
     ("flags", "mentions"),
     [
-        pytest.param(["--batch-size", "0"], ["--batch-size"], id="batch-size-0", marks=LATER),
-        pytest.param(["--batch-size", "-3"], ["--batch-size"], id="batch-size-negative", marks=LATER),
-        pytest.param(["--top-k", "0"], ["--top-k"], id="top-k-0", marks=LATER),
-        pytest.param(["--cams", "/proc/nope"], ["/proc/nope"], id="cams-not-writable", marks=LATER),
+        pytest.param(["--batch-size", "0"], ["--batch-size"], id="batch-size-0"),
+        pytest.param(["--batch-size", "-3"], ["--batch-size"], id="batch-size-negative"),
+        pytest.param(["--top-k", "0"], ["--top-k"], id="top-k-0"),
+        pytest.param(["--cams", "/proc/nope"], ["/proc/nope"], id="cams-not-writable"),
     ],
 )
 def test_bad_predict_options_are_refused_before_any_photo(flags, mentions, small_run, photo, capsys,
