@@ -225,6 +225,7 @@ def test_gather_reads_one_chosen_view_per_photo(store, lower, photos):
     full = everything(store, samples)
     view, rows = torch.tensor([2, 0, 1, 2]), torch.tensor([4, 0, 3, 1])
     assert torch.equal(split.gather(view, rows), full[view, rows])
+    assert torch.equal(split.load(1), full[1])
 
 
 def test_an_unreadable_photo_is_skipped_with_its_reason(tmp_path, store, lower, photos):

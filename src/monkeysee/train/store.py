@@ -358,6 +358,12 @@ class StoreSplit:
         for start in range(0, len(self), size):
             yield self.gather(view, torch.arange(start, min(start + size, len(self))))
 
+    def load(self, view: int = 0) -> torch.Tensor:
+        """View `view` of every photo in memory, (N, C, h, w): for small splits (val, test clean views)."""
+        if len(self) == 0:
+            return torch.empty(0, *(self._store.shape or ()), dtype=self._store.key.dtype)
+        return torch.cat(list(self.chunks(view, size=4096)))
+
 
 # --- encoding --------------------------------------------------------------------------------------
 
