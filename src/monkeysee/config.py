@@ -41,6 +41,8 @@ class TrainConfig:
     precision: str = "auto"  # auto | bf16 | fp32
     device: str = "auto"
     workers: int = 2
+    grow_from: str | None = None  # a finished run whose weights and head rows start this one
+    store: str | None = None  # feature-store folder; None = `feature-store` beside the run folder
     unknown_detector: str = "knn"
     unknown_keep: float = 0.95  # fraction of known-species photos the threshold accepts
     unknown_calibration: str = "crossfit"  # crossfit (out-of-fold training + val photos) | val

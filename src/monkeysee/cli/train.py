@@ -33,6 +33,7 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "precision": (str, "auto, bf16 or fp32"),
     "device": (str, "auto, cpu or cuda"),
     "workers": (int, "photo-decoding worker processes"),
+    "store": (str, "feature-store folder, shared by runs over the same photos (default: beside --out)"),
     "unknown_detector": (str, "max_softmax, energy, max_logit, mahalanobis or knn"),
     "unknown_keep": (float, "share of known-species photos the unknown threshold accepts (default 0.95)"),
     "unknown_calibration": (str, "crossfit (out-of-fold training photos + val, default) or val"),
@@ -46,6 +47,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run folder to write (default runs/monkeysee)")
     p.add_argument("--config", help="JSON or TOML file with TrainConfig values (flags override it)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
+    p.add_argument("--from", dest="grow_from", metavar="RUN_DIR",
+                   help="grow a finished run (same recipe) on a data folder that gained species or "
+                        "photos: its weights and known species' head rows start it, its features are reused")
     p.add_argument("--augment", help="comma-separated augmentations, one applied per photo")
     p.add_argument("--no-evaluate", action="store_true", help="skip evaluating the held-out test split")
     for name, (kind, help_text) in _FLAGS.items():
@@ -53,6 +57,14 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    if args.grow_from:  # the grown run keeps the recipe it grows from; flags still override
+        from monkeysee.rundir import RunDir
+
+        cfg = TrainConfig.from_dict(RunDir(args.grow_from).read_manifest().config | {"out": "runs/monkeysee"})
+        if not args.out:
+            raise ConfigError("--from needs --out for the grown run", fix="pass --out NEW_RUN_DIR")
+        return cfg.updated(grow_from=args.grow_from, data=args.data, out=args.out,
+                           **{name: getattr(args, name) for name in _FLAGS})
     cfg = TrainConfig.from_dict(read_config_file(args.config)) if args.config else TrainConfig()
     changes = {name: getattr(args, name) for name in _FLAGS}
     changes |= {"data": args.data, "out": args.out}
@@ -62,7 +74,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     return cfg.updated(**changes)
 
 
-RESUMABLE = ("data", "workers", "device", "unknown_detector", "unknown_keep", "unknown_calibration",
+RESUMABLE = ("data", "workers", "device", "store", "unknown_detector", "unknown_keep", "unknown_calibration",
              "calibration")
 """Settings a resumed run may change: where the photos are, how it runs, and what is decided after the
 last epoch. Anything else would mix two recipes in one model."""

@@ -210,6 +210,7 @@ def compute_metrics(probs: np.ndarray, targets: np.ndarray, species: Sequence[Sp
         "accuracy_ci95": [lo, hi],
         "top3_accuracy": topk_accuracy(probs, targets, 3),
         "macro_f1": float(report["f1"][present].mean()) if present.any() else 0.0,
+        "balanced_accuracy": float(report["recall"][report["support"] > 0].mean()) if n else 0.0,
         "log_loss": float(sample_losses(probs, targets).mean()) if n else 0.0,
         "ece": expected_calibration_error(probs, targets),
         "per_species": [
@@ -232,19 +233,26 @@ def compute_metrics(probs: np.ndarray, targets: np.ndarray, species: Sequence[Sp
     }
 
 
-def format_metrics_table(metrics: dict[str, Any]) -> str:
-    """A fixed-width summary for the terminal: overall numbers, then one row per species."""
+TABLE_SPECIES = 25
+"""Species rows the terminal table shows (worst F1 first); all of them are in metrics.json."""
+
+
+def format_metrics_table(metrics: dict[str, Any], max_species: int = TABLE_SPECIES) -> str:
+    """A fixed-width summary for the terminal: overall numbers, then the species, worst F1 first."""
     lo, hi = metrics["accuracy_ci95"]
     lines = [
         f"{'photos':<16}{metrics['n']}",
         f"{'accuracy':<16}{metrics['accuracy']:.1%}  (95% CI {lo:.1%} - {hi:.1%})",
         f"{'top-3 accuracy':<16}{metrics['top3_accuracy']:.1%}",
         f"{'macro F1':<16}{metrics['macro_f1']:.3f}",
+        *([f"{'balanced accuracy':<16}{metrics['balanced_accuracy']:.1%}  (mean recall per species)"]
+          if "balanced_accuracy" in metrics else []),
         f"{'log loss':<16}{metrics['log_loss']:.3f}",
     ]
     if "ece" in metrics:  # manifests written before calibration was measured lack it
         lines.append(f"{'calibration ECE':<16}{metrics['ece']:.1%}  ({ECE_BINS} bins, top-1 confidence)")
-    rows = metrics.get("per_species", [])
+    everyone = sorted(metrics.get("per_species", []), key=lambda r: (r["f1"], -r["support"], r["label"]))
+    rows = everyone[:max_species]
     if rows:
         names = [r["common_name"].replace("_", " ") for r in rows]
         lw = max(5, *(len(r["label"]) for r in rows))
@@ -257,6 +265,8 @@ def format_metrics_table(metrics: dict[str, Any]) -> str:
             f"{r['f1']:>5.3f}  {r['support']:>7d}"
             for r, name in zip(rows, names, strict=True)
         ]
+        if len(everyone) > len(rows):
+            lines.append(f"... and {len(everyone) - len(rows)} more species (best last), all in metrics.json")
     confused = metrics.get("most_confused", [])
     if confused:
         lines += ["", "most confused (true → predicted):"]

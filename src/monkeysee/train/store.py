@@ -101,7 +101,7 @@ def transform_fingerprint(transform: Callable[..., Any]) -> str:
     return _digest(text)
 
 
-def _digest(obj: Any) -> str:
+def _digest(obj: object) -> str:
     text = obj if isinstance(obj, str) else json.dumps(obj, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
+import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +39,13 @@ from monkeysee.models.calibration import Calibration, crossfit_threshold, fit_te
 from monkeysee.models.unknown import DetectorState, UnknownDetector, build_detector, calibrate_threshold
 from monkeysee.rundir import CURVES, RunDir
 from monkeysee.runtime import autocast, pick_device, resolve_precision, seed_everything
-from monkeysee.train.cache import SplitCache, encode, load_caches, save_caches
+from monkeysee.train.store import FeatureStore, StoreKey, StoreSplit, encode_into
 
 PHASES = ("head", "finetune")
+AUGMENT_SEED = 0
+"""The augmented views of a photo are a property of the photo and the augmentation recipe, not of a
+run: every run (any --seed, head or detector) over the same photos reuses them from the feature store.
+The run's seed still decides the split, the order, the initial head and which view each epoch uses."""
 
 
 @dataclass
@@ -111,6 +115,8 @@ class Trainer:
             raise ConfigError(f"unfreeze must be between 1 and {n_stages} for {cfg.backbone}, not {unfreeze}")
         cut = n_stages - unfreeze
         model.freeze_body(unfreeze)
+        if cfg.grow_from and not self.progress.history:
+            self._start_from(model, index, log)
         caches = self._caches(model, cut, index, log)
         last = self.state_dir / "last.safetensors"
         if last.is_file():
@@ -143,51 +149,83 @@ class Trainer:
         self.run_dir.write_splits(index)
         return index
 
+    def _start_from(self, model: Classifier, index: DataIndex, log: Callable[[str], None]) -> None:
+        """Growing a run: its body and the head rows of species it already knew start this one; new
+        species' rows start fresh. Photos it encoded are in the feature store already."""
+        assert self.cfg.grow_from is not None
+        old = RunDir(self.cfg.grow_from).load(self.device)
+        if old.manifest.backbone != self.cfg.backbone:
+            raise ConfigError(f"--from run uses {old.manifest.backbone}, not {self.cfg.backbone}",
+                              fix="grow with the same --backbone, or train a new run")
+        state = {k: v for k, v in old.model.state_dict().items() if not k.startswith("head.fc.")}
+        model.load_state_dict(state, strict=False)
+        rows = {s.label: i for i, s in enumerate(old.manifest.species)}
+        with torch.no_grad():
+            for i, s in enumerate(index.species):
+                if s.label in rows:
+                    model.head.fc.weight[i] = old.model.head.fc.weight[rows[s.label]]
+                    model.head.fc.bias[i] = old.model.head.fc.bias[rows[s.label]]
+        known = sum(s.label in rows for s in index.species)
+        log(f"growing {self.cfg.grow_from}: {known} known species keep their head rows, "
+            f"{len(index.species) - known} new")
+
+    def store_root(self) -> Path:
+        """Where the frozen-layer features live: `--store`, else a `feature-store` folder beside the run
+        folder, so other runs over the same photos (another seed, head or detector) encode nothing."""
+        return Path(self.cfg.store) if self.cfg.store else self.dir.resolve().parent / "feature-store"
+
     def _caches(
         self, model: Classifier, cut: int, index: DataIndex, log: Callable[[str], None]
-    ) -> dict[str, SplitCache]:
-        path = self.state_dir / "cache.safetensors"
-        if path.is_file():
-            return load_caches(path)
+    ) -> dict[str, StoreSplit]:
+        """Every training photo's clean and augmented views and the validation photos' clean view,
+        through the frozen layers once, into the on-disk feature store; only what it lacks is encoded
+        (a killed encode resumes, added photos encode alone). The test split is not encoded: training
+        never looks at it (evaluate reads the photos)."""
         cfg, pre = self.cfg, self.spec.preprocess
         lower = model.body[:cut].eval().to(memory_format=torch.channels_last)
-        self._check_cache_fits(lower, index)
         clean, aug = eval_transform(pre), train_transform(pre, cfg.augment)
+        key = StoreKey.for_encoding(cfg.backbone, cut, lower, clean, aug, self.precision, AUGMENT_SEED)
+        store = FeatureStore(self.store_root(), key)
+        self._check_store_fits(lower, index, store)
         t0 = time.perf_counter()
-        common: dict[str, Any] = dict(batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
-                      precision=self.precision, device=self.device)
-        # The test split is not encoded: training never looks at it (evaluate reads the photos).
-        caches = {"train": encode(lower, index.train, clean, aug, cfg.views, desc="frozen layers: train",
-                                  **common),
-                  "val": encode(lower, index.val, clean, None, 0, desc="frozen layers: val", **common)}
-        self.progress.cache_seconds = round(time.perf_counter() - t0, 3)
-        log(f"frozen layers computed once for {len(index.train)} x {cfg.views + 1} train views and "
-            f"{len(index.val)} val photos in {time.perf_counter() - t0:.1f}s")
-        save_caches(path, caches, {"backbone": cfg.backbone, "cut": str(cut)})
-        return caches
+        common: dict[str, Any] = dict(batch_size=cfg.batch_size, workers=cfg.workers, device=self.device)
+        done = [encode_into(store, lower, index.train, clean, aug, cfg.views, desc="frozen layers: train",
+                            **common),
+                encode_into(store, lower, index.val, clean, None, 0, desc="frozen layers: val", **common)]
+        seconds = time.perf_counter() - t0
+        self.progress.cache_seconds = round(self.progress.cache_seconds + seconds, 3)
+        for report in done:
+            for s in report.skipped:
+                log(f"skipped {s.path}: {s.reason}")
+        log(f"frozen layers: {sum(r.photos for r in done)} photos encoded in {seconds:.1f}s "
+            f"({len(index.train)} x {cfg.views + 1} train views and {len(index.val)} val photos, "
+            f"the rest already in {store.root})")
+        return {"train": store.split(index.train, cfg.views), "val": store.split(index.val, 0)}
 
-    def _check_cache_fits(self, lower: nn.Module, index: DataIndex) -> None:
-        """Refuse up front, with the numbers and the fix, a cache that would not fit in memory."""
+    def _check_store_fits(self, lower: nn.Module, index: DataIndex, store: FeatureStore) -> None:
+        """Refuse up front, with the numbers and the fix, features that would not fit on the disk."""
         size = self.spec.preprocess.input_size
         with torch.no_grad():
             per_view = lower(torch.zeros(1, 3, size, size, device=self.device)).numel()
-        views = len(index.train) * (self.cfg.views + 1) + len(index.val)
-        need = views * per_view * (2 if self.precision == "bf16" else 4)
-        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-        if need > 0.6 * available:
+        missing = len(store.missing(index.train, self.cfg.views)) * (self.cfg.views + 1)
+        missing += len(store.missing(index.val, 0))
+        need = missing * per_view * (2 if self.precision == "bf16" else 4)
+        store.root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(store.root).free
+        if need > 0.9 * free:
             raise ConfigError(
-                f"the frozen-layer cache needs {need / 1e9:.1f} GB but {available / 1e9:.1f} GB is free",
-                fix="lower --views (0 keeps only the clean view) or --unfreeze (a smaller boundary map)")
+                f"the frozen-layer features need {need / 1e9:.1f} GB but {free / 1e9:.1f} GB is free",
+                fix="free space, pass --store DIR on a bigger disk, or lower --views", path=store.root)
 
     # --- phases -------------------------------------------------------------------------------
 
     def _phase_head(
-        self, model: Classifier, upper: nn.Module, caches: dict[str, SplitCache], log: Callable[[str], None]
+        self, model: Classifier, upper: nn.Module, caches: dict[str, StoreSplit], log: Callable[[str], None]
     ) -> None:
         """Frozen body: pooled features are fixed, so they are computed once and the head trains on them."""
         cfg = self.cfg
-        feats = {n: self._pooled(model, upper, caches[n].acts.flatten(0, 1)) for n in ("train", "val")}
-        views = caches["train"].acts.shape[0]
+        feats = {n: self._pooled_views(model, upper, caches[n]) for n in ("train", "val")}
+        views = caches["train"].views
         y_train = caches["train"].targets.repeat(views)
         head = model.head
         opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_lr, weight_decay=cfg.weight_decay)
@@ -208,7 +246,7 @@ class Trainer:
         self._epochs("head", cfg.head_epochs, model, opt, sched, train_epoch, validate, log)
 
     def _phase_finetune(
-        self, model: Classifier, upper: nn.Module, caches: dict[str, SplitCache], log: Callable[[str], None]
+        self, model: Classifier, upper: nn.Module, caches: dict[str, StoreSplit], log: Callable[[str], None]
     ) -> None:
         """Top stages + head on the cached boundary activations; one random view per photo per epoch."""
         cfg = self.cfg
@@ -230,15 +268,14 @@ class Trainer:
 
         def train_epoch(gen: torch.Generator) -> tuple[float, float]:
             _train_mode(model)
-            n_views = train.acts.shape[0]
-            view = torch.randint(n_views, (len(train),), generator=gen)
+            view = torch.randint(train.views, (len(train),), generator=gen)
             perm = torch.randperm(len(train), generator=gen)
-            return _fit(lambda i: forward(train.acts[view[i], i]), train.targets, perm, opt, sched, cfg)
+            return _fit(lambda i: forward(train.gather(view[i], i)), train.targets, perm, opt, sched, cfg)
 
         def validate() -> tuple[float, float]:
             model.eval()
             with torch.no_grad():
-                logits = torch.cat([forward(a) for a in caches["val"].acts[0].split(256)])
+                logits = torch.cat([forward(a) for a in caches["val"].chunks(0, 256)])
             return _score(logits, caches["val"].targets, cfg.label_smoothing)
 
         self._epochs("finetune", cfg.finetune_epochs, model, opt, sched, train_epoch, validate, log)
@@ -312,13 +349,19 @@ class Trainer:
             sched.load_state_dict(saved["scheduler"])
 
     @torch.no_grad()
-    def _pooled(self, model: Classifier, upper: nn.Module, acts: torch.Tensor) -> torch.Tensor:
+    def _pooled(self, model: Classifier, upper: nn.Module, chunks: Iterable[torch.Tensor]) -> torch.Tensor:
         upper.eval()
         out = []
-        for chunk in acts.split(256):
+        for chunk in chunks:
             with autocast(self.precision, self.device):
                 out.append(model.head.pooled(upper(chunk.to(self.device).float())).float().cpu())
         return torch.cat(out)
+
+    def _pooled_views(self, model: Classifier, upper: nn.Module, split: StoreSplit,
+                      views: int | None = None) -> torch.Tensor:
+        """Pooled features of views 0..views-1 (default all) of every photo, view-major: row v*N + i."""
+        n = split.views if views is None else views
+        return torch.cat([self._pooled(model, upper, split.chunks(v, 256)) for v in range(n)])
 
     # --- after training -----------------------------------------------------------------------
 
@@ -326,7 +369,7 @@ class Trainer:
         self,
         model: Classifier,
         upper: nn.Module,
-        caches: dict[str, SplitCache],
+        caches: dict[str, StoreSplit],
         index: DataIndex,
         log: Callable[[str], None],
     ) -> Path:
@@ -334,8 +377,8 @@ class Trainer:
 
         cfg, p = self.cfg, self.progress
         model.eval()
-        train_views = self._pooled(model, upper, caches["train"].acts.flatten(0, 1)).numpy()
-        val_feats = self._pooled(model, upper, caches["val"].acts[0])
+        train_views = self._pooled_views(model, upper, caches["train"]).numpy()
+        val_feats = self._pooled_views(model, upper, caches["val"], 1)
         with torch.no_grad():
             val_logits = model.head.fc(val_feats.to(self.device)).float().cpu().numpy()
         val_targets = caches["val"].targets.numpy()

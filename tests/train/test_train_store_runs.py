@@ -1,0 +1,92 @@
+"""The trainer on the feature store: runs share encoded photos, growing a run reuses them and the old
+head rows, and a species with very few photos still trains and is reported with its count."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+from monkeysee.cli import main
+from monkeysee.rundir import RunDir
+from monkeysee.train.trainer import Trainer
+from tests.conftest import make_dataset, tiny_config
+
+
+def _encoded(logs: list[str]) -> int:
+    line = next(m for m in logs if m.startswith("frozen layers:"))
+    return int(re.match(r"frozen layers: (\d+) photos encoded", line).group(1))
+
+
+def _train(cfg, out: Path) -> list[str]:
+    logs: list[str] = []
+    Trainer(cfg, out).run(log=logs.append)
+    return logs
+
+
+def _seen(run: Path) -> tuple[set[Path], set[Path]]:
+    """(photos encoded with every view: the training photos, photos encoded clean: train and val)."""
+    index = RunDir(run).read_splits()
+    train = {s.path for s in index.train}
+    return train, train | {s.path for s in index.val}
+
+
+def test_a_second_run_over_the_same_photos_encodes_nothing(tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=6)
+    runs = tmp_path / "runs"
+    first = _train(tiny_config(data, runs / "a"), runs / "a")
+    assert _encoded(first) == len(_seen(runs / "a")[1])
+    again = _train(tiny_config(data, runs / "b", unknown_detector="knn", head_lr=1e-2), runs / "b")
+    assert _encoded(again) == 0  # another head and detector over the same photos
+    other_seed = _train(tiny_config(data, runs / "c", seed=7), runs / "c")
+    # another seed carves other splits: only views no earlier run computed are encoded (a photo that was
+    # held out, or validated, and now trains)
+    (train_a, clean_a), (train_c, clean_c) = _seen(runs / "a"), _seen(runs / "c")
+    assert _encoded(other_seed) == len((train_c - train_a) | (clean_c - clean_a))
+    assert (runs / "feature-store").is_dir()
+
+
+def test_growing_a_run_encodes_only_the_new_species_and_starts_from_the_old_head(tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=6)
+    moved = tmp_path / "n2"
+    shutil.move(data / "training" / "n2", moved)  # the first run knows two species
+    old = tmp_path / "runs" / "two"
+    _train(tiny_config(data, old), old)
+    shutil.move(moved, data / "training" / "n2")  # the folder gained a species
+    grown = tmp_path / "runs" / "three"
+    logs: list[str] = []
+    cfg = tiny_config(data, grown, grow_from=str(old), head_epochs=1, finetune_epochs=0)
+    trainer = Trainer(cfg, grown)
+    loaded_rows = {}
+    original = trainer._caches
+
+    def spy(model, cut, index, log):  # the head as phase 1 starts
+        loaded_rows["weight"] = model.head.fc.weight.detach().clone()
+        return original(model, cut, index, log)
+
+    trainer._caches = spy
+    trainer.run(log=logs.append)
+    assert any("2 known species keep their head rows, 1 new" in m for m in logs)
+    new = [p for p in _seen(grown)[1] if p.parent.name == "n2"]
+    assert _encoded(logs) == len(new) == 5  # only n2's train and val photos (one of six is held out)
+    before = RunDir(old).load()
+    assert torch.equal(loaded_rows["weight"][:2], before.model.head.fc.weight)
+    after = RunDir(grown).load()
+    assert [s.label for s in after.manifest.species] == ["n0", "n1", "n2"]
+
+
+def test_a_species_with_very_few_photos_trains_and_is_reported_with_its_count(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", per_class=10)
+    for extra in sorted((data / "training" / "n2").iterdir())[5:]:
+        extra.unlink()  # n2 has 5 photos
+    out = tmp_path / "runs" / "rare"
+    cfg = tiny_config(data, out)
+    _train(cfg, out)
+    counts = RunDir(out).read_summary()["counts"]
+    assert sum(counts[s]["n2"] for s in ("train", "val", "test")) == 5
+    assert counts["train"]["n2"] >= 1
+    assert main(["evaluate", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "balanced accuracy" in table
