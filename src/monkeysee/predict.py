@@ -75,15 +75,16 @@ class Prediction:
 
     @property
     def retake(self) -> bool:
-        """True when the photo is too poor for a trustworthy answer: take another (the species is a hint)."""
-        return self.quality is not None and not self.quality.ok
+        """True when the photo is too poor for a trustworthy answer: take another (the species is a hint).
+        An unknown verdict wins: a poor photo that still looks like no known species is that."""
+        return self.quality is not None and not self.quality.ok and not self.unknown
 
     @property
     def verdict(self) -> str:
-        """"error", "retake" (take another photo), "unknown" (not one of my species) or "species"."""
+        """"error", "unknown" (not one of my species), "retake" (take another photo) or "species"."""
         if self.error is not None:
             return "error"
-        return "retake" if self.retake else "unknown" if self.unknown else "species"
+        return "unknown" if self.unknown else "retake" if self.retake else "species"
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"source": self.source}
@@ -112,7 +113,7 @@ class Prediction:
         best, source = self.best, display_path(self.source)
         name = f"{best.species.display_name} ({best.species.display_latin})"
         head = f"{source}: {name} {best.probability:.1%}"
-        if self.retake:
+        if self.retake and not self.unknown:
             why = ", ".join(self.quality.problems) if self.quality else ""
             head = (f"{source}: TAKE ANOTHER PHOTO ({why}); "
                     f"looks most like {best.species.display_name}, {best.probability:.1%}")
@@ -133,8 +134,10 @@ class Predictor:
         precision: str = "auto",
         unknown_threshold: float | None = None,
         channels_last: bool = True,
+        assess_quality: bool = True,
     ) -> None:
         self.run = run
+        self.assess_quality = assess_quality
         self.model = run.model.eval()
         self.device = next(self.model.parameters()).device
         self.precision = checked_precision(precision, self.device)
@@ -190,7 +193,7 @@ class Predictor:
         p = self.forward(x, heatmaps.layer if heatmaps is not None else None)
         assert p.features is not None  # a Classifier always has them
         names = sources or [f"image{i}" for i in range(len(images))]
-        qualities = [self.assess(im) for im in images]
+        qualities = [self.assess(im) for im in images] if self.assess_quality else None
         preds = self.decide(p.logits.cpu().numpy(), p.features.cpu().numpy(), names, top_k, qualities)
         if heatmaps is None:
             return preds
@@ -215,28 +218,28 @@ class Predictor:
     ) -> list[Prediction]:
         """Top-k species, the unknown verdict and the photo-quality verdict, one row per photo.
 
-        A photo too poor to judge is never called "not one of my species": that answer is kept for
-        other animals; the keeper is asked for another photo instead, with the species as a hint.
+        A photo too poor to judge is called "not one of my species" only when it is unlike the known
+        species even for a degraded photo (the detector's `poor_threshold`); otherwise the keeper is
+        asked for another photo, with the species as a hint.
         """
         probs = self.probabilities(logits)
         k = max(1, min(top_k, probs.shape[1]))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        poor = np.array([q is not None and not q.ok for q in (qualities or [None] * len(sources))])
         scores = unknown = None
         if self.detector is not None:
             scores = self.detector.score(logits, feats)
-            unknown = scores > self.detector.threshold
+            unknown = self.detector.decide(scores, poor)
         out = []
         for i, src in enumerate(sources):
             top = tuple(Guess(int(j), self.species[j], float(probs[i, j])) for j in order[i])
-            quality = qualities[i] if qualities is not None else None
-            poor = quality is not None and not quality.ok
             out.append(
                 Prediction(
                     source=src,
                     top=top,
-                    unknown=bool(unknown[i]) and not poor if unknown is not None else False,
+                    unknown=bool(unknown[i]) if unknown is not None else False,
                     unknown_score=float(scores[i]) if scores is not None else None,
-                    quality=quality,
+                    quality=qualities[i] if qualities is not None else None,
                 )
             )
         return out

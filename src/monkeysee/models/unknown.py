@@ -323,13 +323,17 @@ class UnknownDetector:
     """A named detector plus its operating point: photos scoring above `threshold` are called unknown.
 
     `keep` is the fraction of known validation photos the threshold was calibrated to accept, or None
-    when the threshold was set by hand.
+    when the threshold was set by hand. `poor_threshold` is the bar for photos too poor to judge (blurred,
+    dark, ...): a degraded photo of a known species scores higher than a clean one, so such a photo is
+    called unknown only above this higher bar (calibrated on degraded views of the training photos);
+    None means a poor photo is never called unknown.
     """
 
     name: str
     threshold: float
     keep: float | None
     state: DetectorState = field(default_factory=DetectorState)
+    poor_threshold: float | None = None
     _detector: Detector = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -352,8 +356,16 @@ class UnknownDetector:
         return replace(self, threshold=calibrate_threshold(known_scores, keep), keep=float(keep))
 
     def with_threshold(self, threshold: float) -> UnknownDetector:
-        """Same detector with a hand-set threshold (keep becomes unknown)."""
-        return replace(self, threshold=float(threshold), keep=None)
+        """Same detector with a hand-set threshold (keep becomes unknown); the bar for poor photos moves
+        by the same amount."""
+        shift = float(threshold) - self.threshold
+        poor = None if self.poor_threshold is None else self.poor_threshold + shift
+        return replace(self, threshold=float(threshold), keep=None, poor_threshold=poor)
+
+    def decide(self, scores: np.ndarray, poor: np.ndarray) -> npt.NDArray[np.bool_]:
+        """Unknown per photo from its score and whether the photo is too poor to judge."""
+        bar = np.where(poor, np.inf if self.poor_threshold is None else self.poor_threshold, self.threshold)
+        return np.asarray(scores) > np.maximum(bar, self.threshold)
 
     def to_manifest(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """JSON-able description plus arrays keyed `unknown.<name>` for a safetensors file."""
@@ -362,6 +374,7 @@ class UnknownDetector:
             "name": self.name,
             "threshold": self.threshold,
             "keep": self.keep,
+            "poor_threshold": self.poor_threshold,
             "params": dict(self.state.params),
             "arrays": sorted(arrays),
         }
@@ -381,6 +394,7 @@ class UnknownDetector:
                 threshold=float(d["threshold"]),
                 keep=None if keep is None else float(keep),
                 state=DetectorState(dict(d.get("params", {})), own),
+                poor_threshold=None if d.get("poor_threshold") is None else float(d["poor_threshold"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"unknown-photo detector in the manifest is damaged ({exc!r})",

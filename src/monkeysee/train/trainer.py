@@ -42,6 +42,9 @@ from monkeysee.runtime import autocast, pick_device, resolve_precision, seed_eve
 from monkeysee.train.store import FeatureStore, StoreKey, StoreSplit, encode_into
 
 PHASES = ("head", "finetune")
+POOR_KEEP = 0.99
+"""A photo too poor to judge is called "not one of my species" only above the bar that keeps this share of
+the degraded (augmented) views of known training photos, scored out of fold."""
 AUGMENT_SEED = 0
 """The augmented views of a photo are a property of the photo and the augmentation recipe, not of a
 run: every run (any --seed, head or detector) over the same photos reuses them from the feature store.
@@ -427,8 +430,10 @@ class Trainer:
                                  groups=np.tile(np.arange(n), views))
         clean = fit.train_scores[:n]  # view 0 of every photo; empty for detectors fitted to nothing
         threshold = calibrate_threshold(np.concatenate([clean, fit.val_scores]), cfg.unknown_keep)
+        degraded = fit.train_scores[n:]  # the augmented views, out of fold: how high known photos go
+        poor = calibrate_threshold(degraded, POOR_KEEP) if len(degraded) else None
         state = DetectorState.of(fit.detector)
-        return UnknownDetector(cfg.unknown_detector, threshold, cfg.unknown_keep, state)
+        return UnknownDetector(cfg.unknown_detector, threshold, cfg.unknown_keep, state, poor)
 
 
 # --- small pure helpers --------------------------------------------------------------------------
