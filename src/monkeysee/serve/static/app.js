@@ -247,11 +247,27 @@ async function describeModel() {
     ]);
     hasDetector = Boolean(health.detector);
     const list = $("species-list");
-    list.replaceChildren(...species.species.map((s) => {
+    const items = species.species.map((s) => {
       const li = el("li");
       li.append(names(s));
+      li.dataset.search = `${s.common_name} ${s.latin_name || ""} ${s.label}`.toLowerCase();
       return li;
-    }));
+    });
+    list.replaceChildren(...items);
+    const search = $("species-search");
+    const count = $("species-count");
+    const filter = () => {
+      const words = search.value.toLowerCase().split(/\s+/).filter(Boolean);
+      let shown = 0;
+      for (const li of items) {
+        const hit = words.every((w) => li.dataset.search.includes(w));
+        li.hidden = !hit;
+        shown += hit;
+      }
+      count.textContent = words.length ? `${shown} of ${items.length} species` : `${items.length} species`;
+    };
+    search.addEventListener("input", filter);
+    filter();
     if (!hasDetector) {
       document.querySelector("#known .note").textContent =
         "This model cannot tell when an animal is none of these: for other animals it will still name " +
