@@ -269,7 +269,7 @@ async function describeModel() {
     search.addEventListener("input", filter);
     filter();
     if (!hasDetector) {
-      document.querySelector("#known .note").textContent =
+      $("known-note").textContent =
         "This model cannot tell when an animal is none of these: for other animals it will still name " +
         "the nearest one, usually with low confidence.";
     }
