@@ -191,3 +191,24 @@ def test_reliability_diagram_bars_are_the_per_bin_accuracies(tmp_path):
     assert list(diagonal.get_xdata()) == [0, 1] and list(diagonal.get_ydata()) == [0, 1]
     out = plot_reliability(table, tmp_path / "rel.png", ece=0.51)
     assert _png_size(out) == (600, 700)
+
+
+def test_the_confused_block_holds_the_most_confused_species_side_by_side(tmp_path):
+    from monkeysee.evaluate.plots import _confusion_figure, confused_block, plot_confused_block
+
+    cm = np.diag(np.full(100, 10))
+    cm[3, 70], cm[70, 3] = 4, 2  # 3 <-> 70 the worst pair
+    cm[40, 41] = 3
+    cm[70, 12] = 1
+    block = confused_block(cm, size=5)
+    assert set(block) == {3, 70, 40, 41, 12}
+    assert abs(block.index(3) - block.index(70)) == 1 and abs(block.index(40) - block.index(41)) == 1
+    names = [f"species {i}" for i in range(100)]
+    path = plot_confused_block(cm, names, tmp_path / "block.png", size=5)
+    assert path.is_file()
+    fig = _confusion_figure(cm[np.ix_(block, block)], [names[i] for i in block], False, 50)
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert ticks == [names[i] for i in block]
+    cells = {(int(t.get_position()[1]), int(t.get_position()[0])): t.get_text() for t in fig.axes[0].texts}
+    i, j = block.index(3), block.index(70)
+    assert cells[(i, j)] == "4" and cells[(j, i)] == "2"

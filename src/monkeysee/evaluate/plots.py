@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from monkeysee.data.species import Species
-from monkeysee.evaluate.metrics import roc_curve
+from monkeysee.evaluate.metrics import most_confused_pairs, roc_curve
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 # Beyond these many classes a confusion matrix shows no numbers in cells / no names on the axes:
 # they would be unreadable, and thousands of text objects make drawing slow.
+BLOCK_SPECIES = 20  # species in the most-confused block of a big confusion matrix
 ANNOTATE_MAX_CLASSES = 25
 NAMES_MAX_CLASSES = 60
 DPI = 100
@@ -98,6 +99,42 @@ def plot_confusion_matrix(
 ) -> Path:
     """Confusion matrix (rows true, columns predicted) with species names; counts in cells for few classes."""
     return _save(_confusion_figure(cm, names, normalize, dpi), path)
+
+
+def confused_block(cm: np.ndarray, size: int = BLOCK_SPECIES) -> list[int]:
+    """The species (indices) of the most-confused block: taken pair by pair from the largest off-diagonal
+    cells until `size` are in, then ordered so species confused with each other sit together."""
+    cm = np.asarray(cm)
+    chosen: list[int] = []
+    for t, p, _ in most_confused_pairs(cm):
+        for k in (t, p):
+            if k not in chosen and len(chosen) < size:
+                chosen.append(k)
+        if len(chosen) >= size:
+            break
+    if len(chosen) < 2:
+        return chosen
+    sub = cm[np.ix_(chosen, chosen)].astype(np.float64)
+    sym = sub + sub.T
+    np.fill_diagonal(sym, 0.0)
+    order = [int(np.argmax(sym.sum(axis=1)))]  # greedy chain: next, the species most confused with the last
+    while len(order) < len(chosen):
+        rest = [i for i in range(len(chosen)) if i not in order]
+        order.append(max(rest, key=lambda i: (sym[order[-1], i], sym[i].sum(), -i)))
+    return [chosen[i] for i in order]
+
+
+def plot_confused_block(
+    cm: np.ndarray, names: Sequence[str], path: str | Path, size: int = BLOCK_SPECIES, *, dpi: int = DPI
+) -> Path:
+    """The readable part of a big confusion matrix: the species most confused with each other, named
+    and counted (the full matrix stays in confusion_matrix.csv)."""
+    keep = confused_block(cm, size) or list(range(min(size, len(names))))
+    sub = np.asarray(cm)[np.ix_(keep, keep)]
+    fig = _confusion_figure(sub, [names[i] for i in keep], False, dpi)
+    title = f"Most-confused species ({len(keep)} of {len(names)}; rows true, columns predicted)"
+    fig.axes[0].set_title(title)
+    return _save(fig, path)
 
 
 def _value(row: Mapping[str, Any], key: str) -> float:

@@ -16,7 +16,13 @@ from monkeysee.data.layout import Sample, scan_dataset
 from monkeysee.errors import ConfigError, DataError
 from monkeysee.evaluate.interpret import Interpretation
 from monkeysee.evaluate.metrics import compute_metrics, format_metrics_table, reliability_table
-from monkeysee.evaluate.plots import plot_confusion_matrix, plot_reliability, plot_top_losses
+from monkeysee.evaluate.plots import (
+    BLOCK_SPECIES,
+    plot_confused_block,
+    plot_confusion_matrix,
+    plot_reliability,
+    plot_top_losses,
+)
 from monkeysee.io import atomic_write_bytes, atomic_write_json
 from monkeysee.predict import Predictor
 from monkeysee.rundir import RunDir
@@ -100,6 +106,8 @@ def evaluate_run(
     cm = np.asarray(metrics["confusion_matrix"])
     names = [s.display_name for s in predictor.species]
     plot_confusion_matrix(cm, names, out / "confusion_matrix.png")
+    if len(names) > BLOCK_SPECIES:  # beyond this the full picture cannot name its species
+        plot_confused_block(cm, names, out / "confusion_block.png")
     _write_confusion_csv(out / "confusion_matrix.csv", cm, names)
     plot_reliability(reliability_table(probs, targets), out / "reliability.png", ece=metrics.get("ece"))
     _plot_top_losses(interp, predictor, out / "top_losses.png")
