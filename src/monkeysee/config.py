@@ -24,7 +24,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.15
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    views: int = 4  # augmented views per training photo computed once through the frozen layers
+    views: int = 8  # augmented views per training photo computed once through the frozen layers
     batch_size: int = 64
     # Phase 1: frozen body, the new head learns.
     head_epochs: int = 30
