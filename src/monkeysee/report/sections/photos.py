@@ -14,6 +14,7 @@ from PIL import Image
 
 from monkeysee.errors import ImageError
 from monkeysee.evaluate.metrics import most_confused_pairs
+from monkeysee.evaluate.plots import BLOCK_SPECIES
 from monkeysee.report.context import ReportContext
 from monkeysee.report.html import (
     details,
@@ -219,10 +220,23 @@ class Confusion(Section):
             uri = plot_uri(lambda p: plot_confusion_matrix(cm, names, p))
         else:
             return note(esc(ctx.problems.get("metrics", "The run has not been evaluated.")))
-        return figure(
+        matrix = figure(
             img(uri, "confusion matrix of the test photos", class_="matrix"),
             "Rows: true species; columns: predicted species; counts of test photos.",
         )
+        if len(ctx.species) <= BLOCK_SPECIES or not ctx.metrics:
+            return matrix
+        from monkeysee.evaluate.plots import plot_confused_block
+
+        cm = np.asarray(ctx.metrics["confusion_matrix"])
+        names = [s.display_name for s in ctx.species]
+        block = figure(
+            img(plot_uri(lambda p: plot_confused_block(cm, names, p)), "the most-confused species",
+                class_="matrix"),
+            f"The {BLOCK_SPECIES} species most confused with each other, side by side and named; the full "
+            f"matrix of all {len(names)} species is above and in eval/test/confusion_matrix.csv.",
+        )
+        return block + matrix
 
 
 @section
