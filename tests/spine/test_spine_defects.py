@@ -15,7 +15,7 @@ from monkeysee.cli import main
 from monkeysee.cli import predict as predict_cli
 from monkeysee.errors import CheckpointError
 from monkeysee.predict import Predictor
-from monkeysee.rundir import UNKNOWN, WEIGHTS
+from monkeysee.rundir import UNKNOWN, WEIGHTS, RunDir
 
 
 def _folder(synthetic_data: Path, tmp_path: Path, n: int = 6) -> Path:
@@ -152,3 +152,33 @@ def test_an_unreadable_subfolder_is_one_error_row_and_the_batch_goes_on(tiny_run
     assert len(rows) == 4
     errors = [r for r in rows if r["verdict"] == "error"]
     assert len(errors) == 1 and "lost+found" in errors[0]["source"]
+
+
+def test_training_on_a_file_name_that_is_not_utf8_and_a_full_disk_then_resume(synthetic_data, tmp_path,
+                                                                             monkeypatch, capsys):
+    import monkeysee.io
+
+    data = Path(shutil.copytree(synthetic_data, tmp_path / "data"))
+    n0 = data / "training" / "n0"
+    shutil.copy(next(n0.iterdir()), n0 / os.fsdecode(b"caf\xe9.jpg"))  # Latin-1 name from another system
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(out), "--views", "1", "--head-epochs", "3",
+            "--finetune-epochs", "1", "--workers", "0", "--unknown-detector", "energy", "--no-evaluate"]
+    real_fsync, calls = monkeysee.io.os.fsync, []
+
+    def full_after_a_while(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) > 8:  # splits, summary and the first epochs are on disk; then the disk fills
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(monkeysee.io.os, "fsync", full_after_a_while)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "disk full" in err and "free space and rerun the same command" in err and "Traceback" not in err
+    monkeypatch.setattr(monkeysee.io.os, "fsync", real_fsync)
+    assert main(["train", "--resume", str(out), "--no-evaluate"]) == 0
+    index = RunDir(out).read_splits()
+    every = {s.path for s in index.train + index.val + index.test}
+    assert n0 / os.fsdecode(b"caf\xe9.jpg") in every  # the odd name is a photo like any other
+    assert RunDir(out).is_finished()
