@@ -157,8 +157,8 @@ def batch_slice(batch: int) -> slice:
 def data_parallel(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """`module` wrapped in DistributedDataParallel inside a process group, else `module` itself.
 
-    Buffers are not synced before each forward: the only ones trained through are BatchNorm statistics, which stay
-    frozen (every rank holds the same), so there is nothing to keep in step but the gradients.
+    Buffers are not synced before each forward: the only ones trained through are BatchNorm
+    statistics, which stay frozen (every rank holds the same); only the gradients need exchanging.
     """
     if not active():
         return module
