@@ -60,7 +60,12 @@ def start(device: torch.device) -> torch.device:
     if world.size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
+        # The agent's store outlives a restart, and the process group's keys (each rank's gloo address)
+        # would be those of the dead attempt: torch's own env:// rendezvous, under a prefix per attempt.
+        store, rank, size = next(dist.rendezvous("env://", timeout=TIMEOUT))
+        store = dist.PrefixStore(f"monkeysee/attempt-{world.restarts}", store)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank,
+                                world_size=size, timeout=TIMEOUT)
     return device
 
 
