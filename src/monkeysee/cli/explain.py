@@ -52,6 +52,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--alpha", type=float, default=0.5, help="opacity of the map over the photo, 0-1 (default: 0.5)"
     )
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     p.add_argument("--cmap", default="inferno", help="matplotlib colormap (default: inferno)")
     p.add_argument("--batch-size", type=int, default=8, help="photos per forward pass (default: 8)")
     p.add_argument(
@@ -97,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--alpha must be between 0 and 1, not {args.alpha}", fix="pass e.g. --alpha 0.5")
     if args.batch_size < 1 or args.chunk_size < 1:
         raise ConfigError("--batch-size and --chunk-size must be at least 1", fix="pass e.g. --batch-size 8")
-    loaded = load_run(args.run_dir)
+    from monkeysee.runtime import pick_device
+
+    loaded = load_run(args.run_dir, device=pick_device(args.device))
     if args.evaluate:
         return _evaluate(args, loaded)
     if not args.photos:

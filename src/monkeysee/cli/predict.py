@@ -2,6 +2,11 @@
 
 Folders are streamed (any number of photos), a bad file becomes an error row and the rest go on, and
 `--csv` is resumable: photos already in the file are skipped, new rows are appended batch by batch.
+
+Under `torchrun` each rank predicts every `WORLD_SIZE`-th photo of the listing (from its `RANK`),
+rank 0 into the CSV itself and the others into part files beside it (`out.csv.part1`, ...), which
+rank 0 appends to the CSV and removes at the end. A photo in the CSV or any part file counts as done,
+so a killed run resumes with any number of processes, one included.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unknown-threshold", type=float, help="override the calibrated unknown threshold")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto; under torchrun a rank's "
+                   "cuda is its cuda:LOCAL_RANK")
 
 
 def iter_inputs(items: Iterable[str]) -> Iterator[Path]:
@@ -107,11 +114,94 @@ class ResultsCsv:
     def add(self, pred: Prediction) -> None:
         self._write(csv_row(pred))
 
+    def add_row(self, row: dict[str, str]) -> None:
+        """A row as read from another results file (a rank's part file)."""
+        self._write(row)
+
     def flush(self) -> None:
         os.fsync(self._file.fileno())
 
     def close(self) -> None:
         self._file.close()
+
+
+def read_rows(path: Path) -> Iterator[dict[str, str]]:
+    """The rows of a results file that holds only complete rows (its writer opened it already)."""
+    with path.open(newline="", encoding="utf-8", errors=CSV_ERRORS) as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is not None and reader.fieldnames != CSV_FIELDS:
+            raise ConfigError(f"results file has columns {reader.fieldnames}, not those this version writes",
+                              fix="choose a new --csv file", path=path)
+        yield from reader
+
+
+class ShardedCsv:
+    """The `--csv` of one rank: rank 0 writes the CSV itself, rank r > 0 the part file `CSV.partR`.
+
+    `done` is every source in the CSV and in all part files (of this or an earlier, killed run of any
+    world size). `merge()`, after every rank has closed its file, appends the part files' rows that the
+    CSV lacks and removes them; a kill during it leaves them to be merged again, never a row twice.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from monkeysee import distributed
+
+        self.path = path
+        rank, world = distributed.rank(), distributed.size()
+        own = path if rank == 0 else self.part(rank)
+        if rank == 0:  # parts nobody owns now (an earlier run had more ranks): drop a cut row for them
+            for orphan in self.parts():
+                if orphan != own and _part_rank(orphan) >= world and orphan.stat().st_size:
+                    _drop_cut_row(orphan)
+        self.own = ResultsCsv(own)  # drops its own cut row, writes the header
+        distributed.barrier()  # every file now holds whole rows only
+        self.done = set(self.own.done)
+        for other in [path, *self.parts()]:
+            if other != own and other.is_file():
+                self.done.update(row["source"] for row in read_rows(other))
+        distributed.barrier()  # all have read before anyone appends
+
+    def part(self, rank: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.part{rank}")
+
+    def parts(self) -> list[Path]:
+        return sorted(self.path.parent.glob(f"{self.path.name}.part*"), key=_part_rank)
+
+    def add(self, pred: Prediction) -> None:
+        self.own.add(pred)
+
+    def flush(self) -> None:
+        self.own.flush()
+
+    def close(self) -> None:
+        self.own.flush()
+        self.own.close()
+
+    def merge(self) -> int:
+        """Rank 0, once every rank closed its file: the part files' new rows into the CSV; rows added."""
+        parts = self.parts()
+        if not parts:
+            return 0
+        out = ResultsCsv(self.path)
+        added = 0
+        try:
+            for part in parts:
+                for row in read_rows(part):
+                    if row["source"] not in out.done:
+                        out.add_row(row)
+                        out.done.add(row["source"])
+                        added += 1
+            out.flush()
+        finally:
+            out.close()
+        for part in parts:
+            part.unlink()
+        return added
+
+
+def _part_rank(path: Path) -> int:
+    tail = path.name.rsplit(".part", 1)[-1]
+    return int(tail) if tail.isdigit() else 1 << 30
 
 
 def _drop_cut_row(path: Path) -> None:
@@ -166,17 +256,23 @@ def _check_writable(flag: str, folder: Path) -> None:
 
 @command("predict", help="Name the species in photos or folders", arguments=_arguments, order=30)
 def run(args: argparse.Namespace) -> int:
+    from monkeysee import distributed
     from monkeysee.predict import Predictor
+    from monkeysee.runtime import pick_device
 
     check_options(args)
-    predictor = Predictor.from_run_dir(args.run_dir, precision=args.precision,
+    device = distributed.start(pick_device(args.device))
+    predictor = Predictor.from_run_dir(args.run_dir, device=str(device), precision=args.precision,
                                        unknown_threshold=args.unknown_threshold)
-    out = ResultsCsv(Path(args.csv)) if args.csv else None
+    out = ShardedCsv(Path(args.csv)) if args.csv else None
     skip = out.done if out else set()
-    paths = (p for p in iter_inputs(args.photos) if str(p) not in skip)
+    rank, world = distributed.rank(), distributed.size()
+    # The share is taken from the whole listing before skipping, so it never depends on what is done.
+    paths = (p for i, p in enumerate(iter_inputs(args.photos)) if i % world == rank and str(p) not in skip)
     explainer = _explainer(predictor, args.cams)
     counts = {"photos": 0, "errors": 0, "unknown": 0, "retake": 0}
-    bar = tqdm(desc="predicting", unit="photo", disable=None if (out or args.json) else True)
+    bar = tqdm(desc="predicting", unit="photo",
+               disable=None if (out or args.json) and distributed.is_main() else True)
     try:
         for pred in predictor.predict_paths(paths, args.top_k, args.batch_size, heatmaps=explainer):
             counts["photos"] += 1
@@ -198,6 +294,13 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         if out is not None:
             out.close()
+    if world > 1:  # also the wait for every rank to have closed its part file
+        totals = distributed.all_reduce_sum(list(counts.values()))
+        counts = {k: int(v) for k, v in zip(counts, totals, strict=True)}
+    if out is not None and distributed.is_main():
+        out.merge()
+    if not distributed.is_main():
+        return 1 if counts["photos"] and counts["errors"] == counts["photos"] else 0
     summary = (f"{counts['photos']} photos, {counts['errors']} unreadable, "
                f"{counts['unknown']} not one of my species, {counts['retake']} to photograph again")
     if skip:

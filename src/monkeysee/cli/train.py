@@ -6,6 +6,7 @@ import argparse
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
@@ -14,6 +15,9 @@ from monkeysee.config import TrainConfig, read_config_file
 from monkeysee.data.augment import AugmentConfig
 from monkeysee.errors import ConfigError
 from monkeysee.models import available_backbones
+
+if TYPE_CHECKING:
+    from monkeysee.train.trainer import Trainer
 
 # CLI flag -> TrainConfig field; every flag defaults to None so the config file's value stands.
 _FLAGS: dict[str, tuple[type, str]] = {
@@ -104,6 +108,7 @@ def resumed_config(recorded: TrainConfig, args: argparse.Namespace) -> TrainConf
 @command("train", help="Train a species classifier (two-phase transfer learning)", arguments=_arguments,
          order=10)
 def run(args: argparse.Namespace) -> int:
+    from monkeysee import distributed
     from monkeysee.evaluate.runner import evaluate_run
     from monkeysee.train.trainer import Trainer
 
@@ -112,14 +117,34 @@ def run(args: argparse.Namespace) -> int:
         trainer.cfg = resumed_config(trainer.cfg, args)
     else:
         cfg = resolve_config(args)
-        trainer = Trainer(cfg, Path(cfg.out))
+        trainer = _restarted(cfg) or Trainer(cfg, Path(cfg.out))
     try:
         run_dir = trainer.run(log=tqdm.write)
     except KeyboardInterrupt:
-        print(f"monkeysee train: interrupted; every completed epoch is saved. Continue with:\n"
-              f"  monkeysee train --resume {trainer.dir}", file=sys.stderr)
+        if distributed.is_main():
+            print(f"monkeysee train: interrupted; every completed epoch is saved. Continue with:\n"
+                  f"  monkeysee train --resume {trainer.dir}", file=sys.stderr)
         return 130
+    if not distributed.is_main():  # rank 0 evaluates and reports for every rank
+        return 0
     if not args.no_evaluate and trainer.cfg.test_fraction > 0:
         evaluate_run(run_dir, split="test", log=tqdm.write)
     print(f"run folder: {run_dir}")
     return 0
+
+
+def _restarted(cfg: TrainConfig) -> Trainer | None:
+    """Under `torchrun --max-restarts K`, the workers restarted after a failure run the same command
+    again: that continues the run it started (the same recipe into the same folder), like `--resume`."""
+    from monkeysee import distributed
+    from monkeysee.rundir import RunDir
+    from monkeysee.train.trainer import Trainer
+
+    run_dir = RunDir(cfg.out)
+    if not distributed.restarted() or not run_dir.holds_run():
+        return None
+    trainer = Trainer.resume(cfg.out)
+    if trainer.cfg.to_dict() != cfg.to_dict():
+        raise ConfigError("torchrun restarted this command, but the run folder holds a run of another recipe",
+                          fix="pass a new --out", path=cfg.out)
+    return trainer

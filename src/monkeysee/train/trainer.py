@@ -27,6 +27,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
+from monkeysee import distributed
 from monkeysee.checkpoint import Manifest, atomic_save_tensors
 from monkeysee.config import TrainConfig
 from monkeysee.data.augment import train_transform
@@ -34,7 +35,7 @@ from monkeysee.data.layout import DataIndex, scan_dataset
 from monkeysee.data.transforms import eval_transform
 from monkeysee.errors import CheckpointError, ConfigError
 from monkeysee.io import atomic_write_bytes, atomic_write_json
-from monkeysee.models import Classifier, create_model, get_backbone
+from monkeysee.models import Classifier, Head, create_model, get_backbone
 from monkeysee.models.calibration import Calibration, crossfit_threshold, fit_temperature
 from monkeysee.models.unknown import DetectorState, UnknownDetector, build_detector, calibrate_threshold
 from monkeysee.rundir import CURVES, RunDir
@@ -98,7 +99,14 @@ class Trainer:
         return trainer
 
     def run(self, log: Callable[[str], None] = print) -> Path:
+        """Train, calibrate and save. Under torchrun every rank calls this: the photos are encoded in
+        shares, the phases train with DistributedDataParallel, and rank 0 alone writes the run folder
+        (the others return once the last collective is done)."""
         cfg = self.cfg
+        self.device = distributed.start(self.device)
+        main = distributed.is_main()
+        if not main:
+            log = _quiet
         if not self.resuming and self.run_dir.holds_run():
             recorded = self.run_dir.read_config() or {}
             raise ConfigError(
@@ -106,10 +114,13 @@ class Trainer:
                 "training into it would mix two runs",
                 fix=f"continue that run with `monkeysee train --resume {self.dir}`, or pass a new --out",
                 path=self.dir)
+        had_splits = self.run_dir.has_splits()
+        distributed.barrier()  # every rank has looked at the folder before rank 0 writes into it
         seed_everything(cfg.seed)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.run_dir.write_config(cfg.to_dict())
-        index = self._data_index(log)
+        if main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.run_dir.write_config(cfg.to_dict())
+        index = self._data_index(log, had_splits)
         model = create_model(cfg.backbone, len(index.species), pretrained=True, weights=cfg.weights,
                              dropout=cfg.dropout).to(self.device)
         unfreeze = cfg.unfreeze if cfg.unfreeze is not None else self.spec.default_unfreeze
@@ -130,13 +141,19 @@ class Trainer:
                 self._phase_head(model, upper, caches, log)
             if "finetune" not in self.progress.done_phases and cfg.finetune_epochs > 0:
                 self._phase_finetune(model, upper, caches, log)
+        distributed.barrier()  # rank 0 has written best.safetensors
         model.load_state_dict(load_file(str(self.state_dir / "best.safetensors")))
         return self._finish(model, upper, caches, index, log)
 
     # --- data ---------------------------------------------------------------------------------
 
-    def _data_index(self, log: Callable[[str], None]) -> DataIndex:
-        if self.run_dir.has_splits():  # resuming: the very same split, even if the folder gained photos
+    def _data_index(self, log: Callable[[str], None], had_splits: bool) -> DataIndex:
+        """The split: rank 0 draws and writes it, the other ranks read what it wrote, so every rank
+        trains on the very same photos whatever the world size."""
+        if had_splits:  # resuming: the very same split, even if the folder gained photos
+            return self.run_dir.read_splits(self.cfg.data)
+        if not distributed.is_main():
+            distributed.barrier()
             return self.run_dir.read_splits(self.cfg.data)
         if not self.cfg.data:
             raise ConfigError("no data folder given", fix="pass --data DIR (see README for the layout)")
@@ -150,6 +167,7 @@ class Trainer:
         log(f"data: {len(index.species)} species; {len(index.train)} train, {len(index.val)} val "
             f"({index.val_source}), {len(index.test)} held-out test photos; {len(index.skipped)} skipped")
         self.run_dir.write_splits(index)
+        distributed.barrier()
         return index
 
     def _start_from(self, model: Classifier, index: DataIndex, log: Callable[[str], None]) -> None:
@@ -183,7 +201,10 @@ class Trainer:
         """Every training photo's clean and augmented views and the validation photos' clean view,
         through the frozen layers once, into the on-disk feature store; only what it lacks is encoded
         (a killed encode resumes, added photos encode alone). The test split is not encoded: training
-        never looks at it (evaluate reads the photos)."""
+        never looks at it (evaluate reads the photos).
+
+        Under torchrun each rank encodes its share of the photos into shards of its own; after a barrier
+        every rank re-reads the store's index and sees all of them."""
         cfg, pre = self.cfg, self.spec.preprocess
         lower = model.body[:cut].eval().to(memory_format=torch.channels_last)
         clean, aug = eval_transform(pre), train_transform(pre, cfg.augment)
@@ -192,15 +213,22 @@ class Trainer:
         self._check_store_fits(lower, index, store)
         t0 = time.perf_counter()
         common: dict[str, Any] = dict(batch_size=cfg.batch_size, workers=cfg.workers, device=self.device)
-        done = [encode_into(store, lower, index.train, clean, aug, cfg.views, desc="frozen layers: train",
-                            **common),
-                encode_into(store, lower, index.val, clean, None, 0, desc="frozen layers: val", **common)]
+        if not distributed.is_main():
+            common["progress"] = False
+        share = distributed.share
+        done = [encode_into(store, lower, share(index.train), clean, aug, cfg.views,
+                            desc="frozen layers: train", **common),
+                encode_into(store, lower, share(index.val), clean, None, 0, desc="frozen layers: val",
+                            **common)]
+        distributed.barrier()  # every share's shards are written
+        store.refresh()
         seconds = time.perf_counter() - t0
         self.progress.cache_seconds = round(self.progress.cache_seconds + seconds, 3)
         for report in done:
             for s in report.skipped:
                 log(f"skipped {s.path}: {s.reason}")
-        log(f"frozen layers: {sum(r.photos for r in done)} photos encoded in {seconds:.1f}s "
+        encoded = int(distributed.all_reduce_sum([sum(r.photos for r in done)])[0])
+        log(f"frozen layers: {encoded} photos encoded in {seconds:.1f}s "
             f"({len(index.train)} x {cfg.views + 1} train views and {len(index.val)} val photos, "
             f"the rest already in {store.root})")
         return {"train": store.split(index.train, cfg.views), "val": store.split(index.val, 0)}
@@ -231,6 +259,7 @@ class Trainer:
         views = caches["train"].views
         y_train = caches["train"].targets.repeat(views)
         head = model.head
+        net = distributed.data_parallel(_Trainable(head), self.device)
         opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_lr, weight_decay=cfg.weight_decay)
         steps = cfg.head_epochs * -(-len(y_train) // cfg.batch_size)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.head_lr, total_steps=steps, pct_start=0.1)
@@ -239,12 +268,14 @@ class Trainer:
         def train_epoch(gen: torch.Generator) -> tuple[float, float]:
             head.train()
             perm = torch.randperm(len(y_train), generator=gen)
-            return _fit(lambda i: head.fc(head.drop(feats["train"][i])), y_train, perm, opt, sched, cfg)
+            return _fit(lambda i, rows, batch: net(feats["train"][i].to(self.device), rows, batch), y_train,
+                        perm, opt, sched, cfg)
 
         def validate() -> tuple[float, float]:
             head.eval()
             with torch.no_grad():
-                return _score(head.fc(feats["val"]), caches["val"].targets, cfg.label_smoothing)
+                logits = head.fc(feats["val"].to(self.device))
+            return _score(logits, caches["val"].targets, cfg.label_smoothing)
 
         self._epochs("head", cfg.head_epochs, model, opt, sched, train_epoch, validate, log)
 
@@ -263,23 +294,33 @@ class Trainer:
             opt, [cfg.finetune_lr, cfg.finetune_head_lr], total_steps=steps, pct_start=0.2)
         self._load_optim(opt, sched, "finetune")
         if self.progress.phase == "head":  # phase 2 starts from the best head of phase 1
+            distributed.barrier()  # rank 0 has written it
             model.load_state_dict(load_file(str(self.state_dir / "best.safetensors")))
+        trainable = _Trainable(model.head, upper)
+        net = distributed.data_parallel(trainable, self.device)
 
-        def forward(acts: torch.Tensor) -> torch.Tensor:
+        def forward(acts: torch.Tensor, rows: slice | None = None, batch: int = 0,
+                    through: nn.Module = net) -> torch.Tensor:
             with autocast(self.precision, self.device):
-                return model.head(upper(acts.to(self.device).float()))
+                return through(acts.to(self.device).float(), rows, batch)
 
         def train_epoch(gen: torch.Generator) -> tuple[float, float]:
             _train_mode(model)
             view = torch.randint(train.views, (len(train),), generator=gen)
             perm = torch.randperm(len(train), generator=gen)
-            return _fit(lambda i: forward(train.gather(view[i], i)), train.targets, perm, opt, sched, cfg)
+            return _fit(lambda i, rows, batch: forward(train.gather(view[i], i), rows, batch), train.targets,
+                        perm, opt, sched, cfg)
 
         def validate() -> tuple[float, float]:
+            """Each rank scores its block of the validation photos; the logits are gathered."""
             model.eval()
+            val = caches["val"]
+            block = distributed.rows_of(len(val))
             with torch.no_grad():
-                logits = torch.cat([forward(a) for a in caches["val"].chunks(0, 256)])
-            return _score(logits, caches["val"].targets, cfg.label_smoothing)
+                parts = [forward(val.gather(0, r), through=trainable).float().cpu()
+                         for r in torch.arange(block.start, block.stop).split(256)]
+            local = torch.cat(parts) if parts else torch.empty(0, model.num_classes)
+            return _score(distributed.gather_rows(local, len(val)), val.targets, cfg.label_smoothing)
 
         self._epochs("finetune", cfg.finetune_epochs, model, opt, sched, train_epoch, validate, log)
 
@@ -297,7 +338,9 @@ class Trainer:
         p = self.progress
         start = p.epoch + 1 if p.phase == phase else 1
         p.phase, p.bad_epochs = phase, (p.bad_epochs if p.phase == phase else 0)
-        bar = tqdm(range(start, epochs + 1), desc=f"phase {phase}", unit="epoch", disable=None, leave=False)
+        main = distributed.is_main()
+        bar = tqdm(range(start, epochs + 1), desc=f"phase {phase}", unit="epoch",
+                   disable=None if main else True, leave=False)
         for epoch in bar:
             t0 = time.perf_counter()
             # Order, views and dropout depend only on (seed, phase, epoch): resuming replays them exactly.
@@ -314,7 +357,8 @@ class Trainer:
                 f"val loss {val_loss:.4f} acc {val_acc:.4f} | {row['seconds']:.1f}s")
             if val_loss < p.best_val_loss - 1e-4:
                 p.best_val_loss, p.best_phase, p.best_epoch, p.bad_epochs = val_loss, phase, epoch, 0
-                atomic_save_tensors(self.state_dir / "best.safetensors", model.state_dict())
+                if main:
+                    atomic_save_tensors(self.state_dir / "best.safetensors", model.state_dict())
             else:
                 p.bad_epochs += 1
             p.epoch = epoch
@@ -333,7 +377,16 @@ class Trainer:
     # --- state ----------------------------------------------------------------------------------
 
     def _save_state(self, model: nn.Module, opt: torch.optim.Optimizer, sched: LRScheduler) -> None:
-        """Weights, optimizer and progress, each atomically; progress last, so it never runs ahead."""
+        """Weights, optimizer and progress, each atomically; progress last, so it never runs ahead.
+
+        Rank 0 alone writes (every rank holds the same state). A SIGTERM (torchrun stopping the group
+        when another rank died) waits until all three files are written, so they always agree."""
+        if not distributed.is_main():
+            return
+        with _sigterm_deferred():
+            self._write_state(model, opt, sched)
+
+    def _write_state(self, model: nn.Module, opt: torch.optim.Optimizer, sched: LRScheduler) -> None:
         atomic_save_tensors(self.state_dir / "last.safetensors", model.state_dict())
         buf = io.BytesIO()
         torch.save({"phase": self.progress.phase, "optimizer": opt.state_dict(),
@@ -358,13 +411,20 @@ class Trainer:
         for chunk in chunks:
             with autocast(self.precision, self.device):
                 out.append(model.head.pooled(upper(chunk.to(self.device).float())).float().cpu())
-        return torch.cat(out)
+        return torch.cat(out) if out else torch.empty(0, model.num_features)
 
     def _pooled_views(self, model: Classifier, upper: nn.Module, split: StoreSplit,
                       views: int | None = None) -> torch.Tensor:
-        """Pooled features of views 0..views-1 (default all) of every photo, view-major: row v*N + i."""
+        """Pooled features of views 0..views-1 (default all) of every photo, view-major: row v*N + i.
+
+        Each rank pools its block of the photos; the blocks are gathered, so every rank holds all rows."""
         n = split.views if views is None else views
-        return torch.cat([self._pooled(model, upper, split.chunks(v, 256)) for v in range(n)])
+        block = distributed.rows_of(len(split))
+        mine = torch.arange(block.start, block.stop).split(256)
+        return torch.cat([
+            distributed.gather_rows(self._pooled(model, upper, (split.gather(v, rows) for rows in mine)),
+                                    len(split))
+            for v in range(n)])
 
     # --- after training -----------------------------------------------------------------------
 
@@ -382,6 +442,8 @@ class Trainer:
         model.eval()
         train_views = self._pooled_views(model, upper, caches["train"]).numpy()
         val_feats = self._pooled_views(model, upper, caches["val"], 1)
+        if not distributed.is_main():  # the last collective: rank 0 calibrates and writes alone
+            return self.dir
         with torch.no_grad():
             val_logits = model.head.fc(val_feats.to(self.device)).float().cpu().numpy()
         val_targets = caches["val"].targets.numpy()
@@ -439,27 +501,69 @@ class Trainer:
 # --- small pure helpers --------------------------------------------------------------------------
 
 
+BatchForward = Callable[[torch.Tensor, slice, int], torch.Tensor]
+
+
 def _fit(
-    forward: Callable[[torch.Tensor], torch.Tensor],
+    forward: BatchForward,
     targets: torch.Tensor,
     perm: torch.Tensor,
     opt: torch.optim.Optimizer,
     sched: LRScheduler,
     cfg: TrainConfig,
 ) -> tuple[float, float]:
-    """One pass over `perm` in mini-batches; returns mean loss and accuracy."""
+    """One pass over `perm` in mini-batches; returns mean loss and accuracy.
+
+    `forward(rows, part, batch)` gives the logits of `rows`, which are `part` of a global mini-batch of
+    `batch` rows. Every rank walks the same `perm`; each takes its contiguous part of every mini-batch,
+    so the steps and the data order do not depend on the world size. A rank's mean loss is weighted by
+    its share of the batch times the world size: DistributedDataParallel averages the ranks' gradients,
+    which then equal the gradient of the whole batch's mean loss (alone, the weight is exactly 1).
+    """
+    world = distributed.size()
     total_loss, correct = 0.0, 0
     for idx in perm.split(cfg.batch_size):
-        logits = forward(idx).float()
-        y = targets[idx].to(logits.device)
-        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        part = distributed.batch_slice(len(idx))
+        logits = forward(idx[part], part, len(idx)).float()
+        y = targets[idx[part]].to(logits.device)
+        if len(y):
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            weighted = loss * (len(y) * world / len(idx))
+        else:  # more ranks than rows left: still take part in the gradient exchange, adding nothing
+            loss = weighted = logits.sum() * 0.0
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        weighted.backward()
         opt.step()
         sched.step()
-        total_loss += loss.item() * len(idx)
+        total_loss += loss.item() * len(y)
         correct += int((logits.argmax(1) == y).sum())
-    return total_loss / len(perm), correct / len(perm)
+    total_loss, total_correct = distributed.all_reduce_sum([total_loss, correct])
+    return total_loss / len(perm), total_correct / len(perm)
+
+
+class _Trainable(nn.Module):
+    """What a phase trains, as one module for DistributedDataParallel: the trainable stages (none in
+    phase 1, whose inputs are pooled features already) and the head.
+
+    Dropout is drawn for the whole global mini-batch, from the generator every rank seeded alike, and
+    each rank applies its rows of it: a photo gets the same mask whatever the world size. The draw is
+    the one `nn.Dropout` makes on the CPU (a Bernoulli tensor of the batch's shape, divided by 1 - p),
+    so one process trains exactly as it did with `nn.Dropout`.
+    """
+
+    def __init__(self, head: Head, upper: nn.Module | None = None) -> None:
+        super().__init__()
+        self.head, self.upper = head, upper
+
+    def forward(self, x: torch.Tensor, part: slice | None = None, batch: int = 0) -> torch.Tensor:
+        feats = x if self.upper is None else self.head.pooled(self.upper(x))
+        p = self.head.drop.p
+        if self.head.drop.training and p > 0:
+            rows = part if part is not None else slice(0, len(feats))
+            width = (batch or len(feats), *feats.shape[1:])
+            noise = torch.empty(width, dtype=feats.dtype).bernoulli_(1 - p).div_(1 - p)
+            feats = feats * noise[rows].to(feats.device)
+        return self.head.fc(feats)
 
 
 def _score(logits: torch.Tensor, targets: torch.Tensor, smoothing: float) -> tuple[float, float]:
@@ -474,6 +578,24 @@ def _train_mode(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
+
+
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0: one rank speaks for all."""
+
+
+@contextmanager
+def _sigterm_deferred() -> Iterator[None]:
+    """Hold a SIGTERM back until the block is done (then it is delivered as usual)."""
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    except (AttributeError, ValueError, OSError):  # no POSIX signal masks here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextmanager
