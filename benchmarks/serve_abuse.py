@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_latency import HOST, Load, build_run, default_photo, start_server, stop_server
+from serve_latency import HOST, Load, build_run, default_photo, run_clients, start_server, stop_server
 
 SLOW_GAP_S = 0.5  # a slow client sends one byte this often
 
@@ -123,13 +123,7 @@ def normal_load(url: str, photo: bytes, seconds: float, clients: int = 4) -> Loa
                     (load.failures.append(problem) if problem else
                      load.latencies.append(time.perf_counter() - start))
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    load.seconds = time.perf_counter() - start
+    load.seconds = run_clients(client, clients)
     return load
 
 

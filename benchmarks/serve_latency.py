@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,6 +133,17 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def run_clients(client: Callable[[], None], clients: int) -> float:
+    """Run `client` in `clients` threads at once; wall seconds until the last one returns."""
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start
+
+
 def run_load(name: str, url: str, photo: bytes, clients: int, requests: int, cam: bool,
              time_limit: float) -> Load:
     """`clients` threads, each with its own keep-alive connection, sending `requests` photos in a row."""
@@ -157,13 +169,7 @@ def run_load(name: str, url: str, photo: bytes, clients: int, requests: int, cam
                 with lock:
                     (load.failures.append(problem) if problem else load.latencies.append(elapsed))
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    load.seconds = time.perf_counter() - start
+    load.seconds = run_clients(client, clients)
     return load
 
 
