@@ -113,7 +113,7 @@ class Prediction:
         best, source = self.best, display_path(self.source)
         name = f"{best.species.display_name} ({best.species.display_latin})"
         head = f"{source}: {name} {best.probability:.1%}"
-        if self.retake and not self.unknown:
+        if self.retake:
             why = ", ".join(self.quality.problems) if self.quality else ""
             head = (f"{source}: TAKE ANOTHER PHOTO ({why}); "
                     f"looks most like {best.species.display_name}, {best.probability:.1%}")

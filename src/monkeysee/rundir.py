@@ -64,10 +64,6 @@ class LoadedRun:
     def species(self) -> tuple:
         return self.manifest.species
 
-    @property
-    def run(self) -> RunDir:
-        return RunDir(self.directory)
-
 
 class RunDir:
     """Paths, reads and atomic writes of one run folder."""

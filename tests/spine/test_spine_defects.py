@@ -96,9 +96,8 @@ def test_a_cut_last_row_is_dropped_before_resuming(tiny_run, synthetic_data, tmp
     whole = out.read_bytes()
     out.write_bytes(whole[: len(whole) - 7])  # a power cut in the middle of the last row
     assert main(["predict", str(tiny_run), str(folder), "--csv", str(out)]) == 0
-    assert out.read_bytes() == whole or sorted(r["source"] for r in _rows(out)) == sorted(
-        str(p) for p in folder.iterdir())
-    assert len(_rows(out)) == 3
+    assert out.read_bytes().endswith(b"\n")
+    assert sorted(r["source"] for r in _rows(out)) == sorted(str(p) for p in folder.iterdir())  # once each
 
 
 @pytest.mark.parametrize(("name", "damage", "expected"), [

@@ -90,3 +90,15 @@ def test_a_species_with_very_few_photos_trains_and_is_reported_with_its_count(tm
     assert main(["evaluate", str(out)]) == 0
     table = capsys.readouterr().out
     assert "balanced accuracy" in table
+
+
+def test_train_from_on_the_command_line_reuses_the_old_runs_store(tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=6)
+    old = tmp_path / "old-runs" / "run"
+    flags = ["--views", "1", "--head-epochs", "2", "--finetune-epochs", "0", "--workers", "0",
+             "--unknown-detector", "energy", "--no-evaluate"]
+    assert main(["train", "--data", str(data), "--out", str(old), *flags]) == 0
+    grown = tmp_path / "elsewhere" / "grown"
+    assert main(["train", "--data", str(data), "--from", str(old), "--out", str(grown), "--no-evaluate"]) == 0
+    assert RunDir(grown).read_config()["store"] == str(old.resolve().parent / "feature-store")
+    assert not (grown.parent / "feature-store").exists()  # nothing was encoded anew

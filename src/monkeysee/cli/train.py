@@ -64,11 +64,15 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     if args.grow_from:  # the grown run keeps the recipe it grows from; flags still override
         from monkeysee.rundir import RunDir
 
-        cfg = TrainConfig.from_dict(RunDir(args.grow_from).read_manifest().config | {"out": "runs/monkeysee"})
         if not args.out:
             raise ConfigError("--from needs --out for the grown run", fix="pass --out NEW_RUN_DIR")
-        return cfg.updated(grow_from=args.grow_from, data=args.data, out=args.out,
-                           **{name: getattr(args, name) for name in _FLAGS})
+        from monkeysee.train.trainer import default_store
+
+        cfg = TrainConfig.from_dict(RunDir(args.grow_from).read_manifest().config)
+        flags = {name: getattr(args, name) for name in _FLAGS}
+        # the old run's photos are encoded in its store: use it unless told otherwise
+        flags["store"] = args.store or cfg.store or str(default_store(args.grow_from))
+        return cfg.updated(grow_from=args.grow_from, data=args.data, out=args.out, **flags)
     cfg = TrainConfig.from_dict(read_config_file(args.config)) if args.config else TrainConfig()
     changes = {name: getattr(args, name) for name in _FLAGS}
     changes |= {"data": args.data, "out": args.out}

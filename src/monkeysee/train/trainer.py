@@ -193,7 +193,7 @@ class Trainer:
     def store_root(self) -> Path:
         """Where the frozen-layer features live: `--store`, else a `feature-store` folder beside the run
         folder, so other runs over the same photos (another seed, head or detector) encode nothing."""
-        return Path(self.cfg.store) if self.cfg.store else self.dir.resolve().parent / "feature-store"
+        return Path(self.cfg.store) if self.cfg.store else default_store(self.dir)
 
     def _caches(
         self, model: Classifier, cut: int, index: DataIndex, log: Callable[[str], None]
@@ -499,6 +499,11 @@ class Trainer:
 
 
 # --- small pure helpers --------------------------------------------------------------------------
+
+
+def default_store(run_dir: str | Path) -> Path:
+    """The feature store a run uses without --store: `feature-store` beside its run folder."""
+    return Path(run_dir).resolve().parent / "feature-store"
 
 
 BatchForward = Callable[[torch.Tensor, slice, int], torch.Tensor]
