@@ -205,6 +205,28 @@ def test_reading_gives_back_exactly_what_was_written(tmp_path, lower, precision,
     assert torch.equal(FeatureStore(tmp_path / "store", store.key).read(["c"], 1), acts[[3]])
 
 
+def _rss_file_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) / 1024
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
+def test_reading_the_whole_store_does_not_keep_it_in_process_memory(tmp_path, lower):
+    """A memory map counts every page read in the process's resident memory: reading the butterflies'
+    1.5 GB store once would add 1.5 GB of RSS. Positioned reads leave the pages to the page cache."""
+    store = FeatureStore(tmp_path / "store", make_key(lower))
+    names = [f"p{i}" for i in range(64)]
+    acts = torch.randn(64, 64, 32, 32)
+    for part in range(0, 64, 16):  # 4 shards of 16 rows x 256 KB = 16 MB in all
+        store.write(0, acts[part:part + 16], names[part:part + 16], [0] * 16)
+    before = _rss_file_mb()
+    for i in range(0, 64, 8):
+        assert torch.equal(store.read(names[i:i + 8], 0), acts[i:i + 8])
+    assert _rss_file_mb() - before < 4, "reading 16 MB of shards grew file-backed RSS"
+
+
 def test_encoded_views_are_the_forward_pass_of_the_transformed_photos(store, lower, photos):
     samples = photos(4)
     encode_into(store, lower, samples, clean_transform(), None, 0, batch_size=64)

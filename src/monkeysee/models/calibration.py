@@ -15,6 +15,7 @@ neighbour; exact duplicate features always share a fold), pooled with the valida
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -143,9 +144,15 @@ def assign_folds(
 
 
 def _duplicate_groups(features: np.ndarray) -> np.ndarray:
-    """Group id per row: identical feature rows (the same photo stored twice) get the same id."""
-    _, inverse = np.unique(np.ascontiguousarray(features), axis=0, return_inverse=True)
-    return inverse.ravel()
+    """Group id per row: identical feature rows (the same photo stored twice) get the same id.
+
+    Rows are compared by a 64-bit BLAKE2 digest of their bytes, one row at a time, so this costs
+    8 bytes per row instead of the sorted copies `np.unique(axis=0)` makes (3 GB at 76k x 1280 views).
+    A digest collision can only merge two groups into one fold, which keeps folds honest."""
+    digests = np.fromiter(
+        (int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little", signed=True)
+         for row in np.ascontiguousarray(features)), dtype=np.int64, count=len(features))
+    return np.unique(digests, return_inverse=True)[1].ravel()
 
 
 def crossfit_threshold(
@@ -170,7 +177,8 @@ def crossfit_threshold(
     """
     if name not in DETECTORS:
         get_detector(name)  # raises the ConfigError that lists the choices
-    x = np.asarray(train_features, dtype=np.float64)
+    # float32 as the features come: a float64 copy of 76k views x 1280 would be 0.8 GB per copy.
+    x = np.asarray(train_features, dtype=np.float32)
     y = np.asarray(train_targets, dtype=np.int64)
     if x.ndim != 2 or y.shape != (len(x),):
         raise ValueError(f"need train features (N, D) and targets (N,), got {x.shape} and {y.shape}")

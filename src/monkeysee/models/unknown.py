@@ -225,11 +225,12 @@ class KNN(Detector):
         return {"k": self.k, "max_train": self.max_train, "seed": self.seed}
 
     def fit(self, features: np.ndarray, targets: np.ndarray | None = None) -> KNN:
-        x = _as_2d(features, "features")
+        x = np.asarray(features)  # subsample before any copy: the input may be 76k views x 1280
+        if x.ndim == 2 and len(x) > self.max_train:
+            x = x[np.sort(np.random.default_rng(self.seed).choice(len(x), self.max_train, replace=False))]
+        x = _as_2d(x, "features")
         if len(x) == 0:
             raise ValueError("need at least one training feature")
-        if len(x) > self.max_train:
-            x = x[np.sort(np.random.default_rng(self.seed).choice(len(x), self.max_train, replace=False))]
         self.bank = _l2_normalise(x).astype(np.float32)
         self._index = None
         return self
