@@ -5,7 +5,7 @@ Everything (species, preprocessing, backbone, unknown detector) comes from the r
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,8 +23,30 @@ from monkeysee.models.calibration import Calibration
 from monkeysee.models.forward import ForwardPass, forward_pass
 from monkeysee.models.hooks import resolve_layer
 from monkeysee.models.unknown import softmax
+from monkeysee.registry import Registry
 from monkeysee.rundir import LoadedRun, RunDir, load_run
 from monkeysee.runtime import checked_precision
+
+TestView = Callable[[torch.Tensor], torch.Tensor]
+TTA_VIEWS: Registry[TestView] = Registry("test-time view")
+"""Extra views of a normalised batch for test-time augmentation. The species logits of all views are
+averaged; the unknown score, quality verdict and heatmap stay those of the photo as taken, so the
+detector's calibrated thresholds keep their meaning."""
+
+
+@TTA_VIEWS.register("hflip")
+def _hflip(x: torch.Tensor) -> torch.Tensor:
+    return x.flip(-1)
+
+
+@TTA_VIEWS.register("zoom")
+def _zoom(x: torch.Tensor) -> torch.Tensor:
+    """The central 87.5% of the frame, scaled back up to the input size (a step closer)."""
+    h, w = x.shape[-2:]
+    dh, dw = round(h / 16), round(w / 16)
+    crop = x[..., dh:h - dh, dw:w - dw]
+    return torch.nn.functional.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False,
+                                           antialias=False)
 
 
 class Heatmapper(Protocol):
@@ -135,9 +157,13 @@ class Predictor:
         unknown_threshold: float | None = None,
         channels_last: bool = True,
         assess_quality: bool = True,
+        tta: Sequence[str] = (),
     ) -> None:
         self.run = run
         self.assess_quality = assess_quality
+        self.tta = tuple(tta)
+        for name in self.tta:
+            TTA_VIEWS.check(name)
         self.model = run.model.eval()
         self.device = next(self.model.parameters()).device
         self.precision = checked_precision(precision, self.device)
@@ -194,10 +220,18 @@ class Predictor:
         assert p.features is not None  # a Classifier always has them
         names = sources or [f"image{i}" for i in range(len(images))]
         qualities = [self.assess(im) for im in images] if self.assess_quality else None
-        preds = self.decide(p.logits.cpu().numpy(), p.features.cpu().numpy(), names, top_k, qualities)
+        logits = p.logits.cpu().numpy()
+        species = self._tta_logits(x, p.logits).cpu().numpy() if self.tta else None
+        preds = self.decide(logits, p.features.cpu().numpy(), names, top_k, qualities, species)
         if heatmaps is None:
             return preds
         return [replace(pred, overlay=o) for pred, o in zip(preds, heatmaps.overlays_for(x, p), strict=True)]
+
+    def _tta_logits(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Mean logits over the photo and its `tta` views."""
+        views = torch.cat([self.as_input(TTA_VIEWS.get(name)(x)) for name in self.tta])
+        more = self.forward(views).logits.float().reshape(len(self.tta), len(x), -1)
+        return (logits.float() + more.sum(0)) / (len(self.tta) + 1)
 
     def assess(self, image: Image.Image) -> Quality:
         """Is the photo good enough for a trustworthy answer? "Too small" means under half the model's
@@ -215,14 +249,18 @@ class Predictor:
         sources: Sequence[str],
         top_k: int,
         qualities: Sequence[Quality | None] | None = None,
+        species_logits: np.ndarray | None = None,
     ) -> list[Prediction]:
         """Top-k species, the unknown verdict and the photo-quality verdict, one row per photo.
+
+        `species_logits` (test-time-augmented logits) replace `logits` for the species probabilities
+        only; the unknown detector always scores the photo's own logits and features.
 
         A photo too poor to judge is called "not one of my species" only when it is unlike the known
         species even for a degraded photo (the detector's `poor_threshold`); otherwise the keeper is
         asked for another photo, with the species as a hint.
         """
-        probs = self.probabilities(logits)
+        probs = self.probabilities(logits if species_logits is None else species_logits)
         k = max(1, min(top_k, probs.shape[1]))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         poor = np.array([q is not None and not q.ok for q in (qualities or [None] * len(sources))])

@@ -92,3 +92,38 @@ def test_demo_without_data_names_the_cat(tmp_path, capsys):
     assert "cat" in chelsea.split(",")[0]
     assert (tmp_path / "chelsea.gradcam.png").is_file()
     assert "monkeysee demo --data" in out
+
+
+def test_tta_averages_the_logits_of_the_photo_and_its_views(tiny_run: Path, synthetic_data: Path):
+    """With --tta hflip the species probabilities are those of the mean logits of the photo and its
+    mirror image; the unknown score stays the photo's own, so the calibrated threshold keeps its meaning."""
+    import numpy as np
+    import torch
+
+    from monkeysee.data.images import load_rgb
+    from monkeysee.predict import TTA_VIEWS, Predictor
+
+    images = [load_rgb(p) for p in _photos(synthetic_data)[:4]]
+    plain = Predictor.from_run_dir(tiny_run, precision="fp32", assess_quality=False)
+    tta = Predictor.from_run_dir(tiny_run, precision="fp32", assess_quality=False, tta=["hflip"])
+    x = plain.prepare(images)
+    own, _ = plain.logits_and_features(x)
+    mirrored, _ = plain.logits_and_features(x.flip(-1))
+    expected = plain.probabilities(((own + mirrored) / 2).numpy())
+    got = tta.predict_images(images, top_k=3)
+    for i, pred in enumerate(got):
+        for guess in pred.top:
+            assert abs(guess.probability - expected[i, guess.index]) < 1e-5
+    base = plain.predict_images(images, top_k=1)
+    assert [p.unknown_score for p in got] == [p.unknown_score for p in base]
+    assert not np.allclose(own.numpy(), mirrored.numpy())  # the mirror view does change the logits
+    zoom = TTA_VIEWS.get("zoom")(x)
+    assert zoom.shape == x.shape
+    assert torch.allclose(zoom[..., 112, 112], x[..., 112, 112], atol=0.1)  # the centre stays put
+
+
+def test_unknown_tta_view_is_refused_before_any_work(tiny_run: Path, synthetic_data: Path, capsys):
+    photo = _photos(synthetic_data)[0]
+    assert main(["predict", str(tiny_run), str(photo), "--tta", "spin"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown test-time view 'spin'" in err and "hflip, zoom" in err

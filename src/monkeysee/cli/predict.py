@@ -45,6 +45,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cams", metavar="DIR", help="also write a Grad-CAM overlay per photo into DIR")
     p.add_argument("--unknown-threshold", type=float, help="override the calibrated unknown threshold")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--tta", nargs="+", metavar="VIEW", default=[],
+                   help="test-time augmentation: also look at these views and average (hflip, zoom); "
+                        "costs one more pass per view")
     p.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto; under torchrun a rank's "
                    "cuda is its cuda:LOCAL_RANK")
@@ -239,6 +242,10 @@ def check_options(args: argparse.Namespace) -> None:
             flag = "--" + name.replace("_", "-")
             raise ConfigError(f"{flag} must be at least 1, not {value}", fix=f"pass e.g. {flag} 32")
     checked_precision(args.precision)
+    from monkeysee.predict import TTA_VIEWS
+
+    for name in args.tta:
+        TTA_VIEWS.check(name)
     for flag, target in (("--cams", args.cams), ("--csv", args.csv)):
         if target:
             _check_writable(flag, Path(target) if flag == "--cams" else Path(target).parent)
@@ -263,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
     check_options(args)
     device = distributed.start(pick_device(args.device))
     predictor = Predictor.from_run_dir(args.run_dir, device=str(device), precision=args.precision,
-                                       unknown_threshold=args.unknown_threshold)
+                                       unknown_threshold=args.unknown_threshold, tta=args.tta)
     out = ShardedCsv(Path(args.csv)) if args.csv else None
     skip = out.done if out else set()
     rank, world = distributed.rank(), distributed.size()
