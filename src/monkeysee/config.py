@@ -36,6 +36,7 @@ class TrainConfig:
     finetune_head_lr: float = 1e-3
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
+    class_weights: str = "none"  # none | inverse_sqrt | inverse: loss weight per species from its photo count
     dropout: float = 0.2
     patience: int = 3  # epochs without validation improvement before a phase stops early
     precision: str = "auto"  # auto | bf16 | fp32
@@ -51,6 +52,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Every setting is checked here, before any photo is read or any layer computed."""
         from monkeysee.models import get_backbone
+        from monkeysee.models.balance import CLASS_WEIGHTS
         from monkeysee.models.unknown import DETECTORS
         from monkeysee.runtime import check_device
 
@@ -88,6 +90,7 @@ class TrainConfig:
                                   fix=f"pass e.g. {flag} {example} (or correct the config file)")
         get_backbone(self.backbone)
         DETECTORS.check(self.unknown_detector)
+        CLASS_WEIGHTS.check(self.class_weights)
         check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from monkeysee.data.transforms import eval_transform
 from monkeysee.errors import CheckpointError, ConfigError
 from monkeysee.io import atomic_write_bytes, atomic_write_json
 from monkeysee.models import Classifier, Head, create_model, get_backbone
+from monkeysee.models.balance import class_weights
 from monkeysee.models.calibration import Calibration, crossfit_threshold, fit_temperature
 from monkeysee.models.unknown import DetectorState, UnknownDetector, build_detector, calibrate_threshold
 from monkeysee.rundir import CURVES, RunDir
@@ -259,6 +260,7 @@ class Trainer:
         views = caches["train"].views
         y_train = caches["train"].targets.repeat(views)
         head = model.head
+        weights = class_weights(cfg.class_weights, caches["train"].targets, model.num_classes)
         net = distributed.data_parallel(_Trainable(head), self.device)
         opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_lr, weight_decay=cfg.weight_decay)
         steps = cfg.head_epochs * -(-len(y_train) // cfg.batch_size)
@@ -269,7 +271,7 @@ class Trainer:
             head.train()
             perm = torch.randperm(len(y_train), generator=gen)
             return _fit(lambda i, rows, batch: net(feats["train"][i].to(self.device), rows, batch), y_train,
-                        perm, opt, sched, cfg)
+                        perm, opt, sched, cfg, weights)
 
         def validate() -> tuple[float, float]:
             head.eval()
@@ -298,6 +300,7 @@ class Trainer:
             model.load_state_dict(load_file(str(self.state_dir / "best.safetensors")))
         trainable = _Trainable(model.head, upper)
         net = distributed.data_parallel(trainable, self.device)
+        weights = class_weights(cfg.class_weights, train.targets, model.num_classes)
 
         def forward(acts: torch.Tensor, rows: slice | None = None, batch: int = 0,
                     through: nn.Module = net) -> torch.Tensor:
@@ -309,7 +312,7 @@ class Trainer:
             view = torch.randint(train.views, (len(train),), generator=gen)
             perm = torch.randperm(len(train), generator=gen)
             return _fit(lambda i, rows, batch: forward(train.gather(view[i], i), rows, batch), train.targets,
-                        perm, opt, sched, cfg)
+                        perm, opt, sched, cfg, weights)
 
         def validate() -> tuple[float, float]:
             """Each rank scores its block of the validation photos; the logits are gathered."""
@@ -516,8 +519,11 @@ def _fit(
     opt: torch.optim.Optimizer,
     sched: LRScheduler,
     cfg: TrainConfig,
+    weights: torch.Tensor | None = None,
 ) -> tuple[float, float]:
     """One pass over `perm` in mini-batches; returns mean loss and accuracy.
+
+    `weights` (one per class, see `models.balance`) scale each photo's loss by its species' weight.
 
     `forward(rows, part, batch)` gives the logits of `rows`, which are `part` of a global mini-batch of
     `batch` rows. Every rank walks the same `perm`; each takes its contiguous part of every mini-batch,
@@ -532,7 +538,11 @@ def _fit(
         logits = forward(idx[part], part, len(idx)).float()
         y = targets[idx[part]].to(logits.device)
         if len(y):
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if weights is None:
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            else:
+                per_photo = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="none")
+                loss = (per_photo * weights.to(logits.device)[y]).mean()
             weighted = loss * (len(y) * world / len(idx))
         else:  # more ranks than rows left: still take part in the gradient exchange, adding nothing
             loss = weighted = logits.sum() * 0.0
