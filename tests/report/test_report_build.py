@@ -77,6 +77,17 @@ def test_overview_numbers_match_metrics_json(report_html, report_run):
     assert f"precision {manifest['metrics']['precision']}" in overview
 
 
+def test_metrics_show_balanced_accuracy_calibration_and_the_reliability_diagram(report_html, report_run):
+    metrics = json.loads((report_run / "eval" / "test" / "metrics.json").read_text())
+    temperature = json.loads((report_run / "manifest.json").read_text())["calibration"]["temperature"]
+    page = parse(report_html)
+    text = page.text("metrics")
+    assert f"{pct(metrics['balanced_accuracy'])} balanced accuracy" in text
+    assert f"{pct(metrics['ece'])} calibration error" in text
+    assert f"temperature of {temperature:.3f}" in text
+    assert 'alt="reliability diagram of the test photos"' in report_html.read_text()
+
+
 def test_metrics_and_data_tables_list_every_species(report_html, report_run):
     page = parse(report_html)
     species = [

@@ -362,7 +362,11 @@ class Metrics(Section):
                         "true species among the 3 most likely",
                     ),
                     stat("macro F1", num(metrics["macro_f1"]), "F1 averaged over species"),
+                    *([stat("balanced accuracy", pct(metrics["balanced_accuracy"]),
+                            "recall averaged over species")] if "balanced_accuracy" in metrics else []),
                     stat("log loss", num(metrics["log_loss"]), "lower is better"),
+                    *([stat("calibration error", pct(metrics["ece"]), "ECE: shown confidence vs "
+                            "accuracy, lower is better")] if "ece" in metrics else []),
                 ]
             )
         ]
@@ -401,4 +405,31 @@ class Metrics(Section):
         parts.append(
             table(["species", "precision", "recall", "F1", "photos"], rows, numeric=(1, 2, 3, 4), raw=True)
         )
+        parts.append(self._confidence(ctx, metrics))
         return "".join(parts)
+
+    @staticmethod
+    def _confidence(ctx: ReportContext, metrics: dict[str, Any]) -> str:
+        """How honest the shown confidence is: the reliability diagram and the temperature behind it."""
+        from monkeysee.evaluate.metrics import expected_calibration_error, reliability_table
+        from monkeysee.evaluate.plots import plot_reliability
+
+        stored = ctx.eval_dir / "reliability.png"
+        if stored.is_file():
+            uri = file_uri(stored)
+        elif ctx.interp is not None:
+            rows = reliability_table(ctx.interp.probs, ctx.interp.targets)
+            ece = expected_calibration_error(ctx.interp.probs, ctx.interp.targets)
+            uri = plot_uri(lambda p: plot_reliability(rows, p, ece=ece))
+        else:
+            return ""
+        temperature = (ctx.manifest.calibration or {}).get("temperature")
+        how = (f"The probabilities shown are the softmax of the logits divided by a temperature of "
+               f"{num(temperature, 3)}, fitted on the validation photos (never these)."
+               if temperature is not None else "The probabilities shown are not calibrated.")
+        ece_text = f" Expected calibration error {pct(metrics['ece'])}." if "ece" in metrics else ""
+        return ("<h3>Confidence</h3>" + para(
+            "Of the test photos answered with about 80% confidence, about 80% should be right: each bar "
+            f"is one confidence bin, the diagonal is perfect honesty. {how}{ece_text}")
+            + figure(img(uri, "reliability diagram of the test photos", class_="matrix"),
+                     "Accuracy per confidence bin against the diagonal, photos per bin below."))
