@@ -60,37 +60,44 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=25, help="photos per species set aside as the test set")
     ap.add_argument("--rarest", type=int, default=5, help="training photos of the rarest species")
     ap.add_argument("--rules", nargs="+", default=["none", "inverse_sqrt", "inverse"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds; means are shown")
     args = ap.parse_args()
     tail, held, kept = long_tail(args.data, args.out, args.test, args.rarest)
     print("training photos per species: " + ", ".join(f"{k} {v}" for k, v in kept.items()))
     store = args.out / "feature-store"
-    results = {}
+    rare = sorted(kept, key=lambda name: kept[name])[:3]
     for rule in args.rules:
-        run = args.out / f"weights-{rule}"
-        shutil.rmtree(run, ignore_errors=True)
-        t0 = time.perf_counter()
-        cfg = TrainConfig(data=str(tail), out=str(run), store=str(store), class_weights=rule)
-        Trainer(cfg, run).run(log=lambda _: None)
-        seconds = time.perf_counter() - t0
-        predictor = Predictor.from_run_dir(run, assess_quality=False)
-        labels = [s.label for s in predictor.species]
-        order = [labels.index(name) for name in held]  # a species' label is its folder's name
-        photos = [(load_rgb(p), t) for (name, ps), t in zip(held.items(), order, strict=True) for p in ps]
-        probs = np.zeros((len(photos), len(labels)))
-        for start in range(0, len(photos), 64):
-            chunk = photos[start:start + 64]
-            for j, pred in enumerate(predictor.predict_images([im for im, _ in chunk], top_k=len(labels))):
-                for g in pred.top:
-                    probs[start + j, g.index] = g.probability
-        m = compute_metrics(probs, np.array([t for _, t in photos]), predictor.species)
-        rare = sorted(kept, key=kept.get)[:3]
-        recall = {s["label"]: s["recall"] for s in m["per_species"]}
-        rare_recall = [recall[name] for name in rare]
-        results[rule] = (m, rare_recall, seconds)
-        print(f"{rule:>13}: accuracy {m['accuracy']:.1%}, balanced {m['balanced_accuracy']:.1%}, macro-F1 "
-              f"{m['macro_f1']:.3f}; recall of the 3 rarest ({', '.join(f'{n} x{kept[n]}' for n in rare)}) "
-              + ", ".join(f"{r:.0%}" for r in rare_recall) + f"; trained in {seconds:.0f} s", flush=True)
+        rows = [evaluate(tail, held, args.out, store, rule, seed, rare) for seed in args.seeds]
+        acc, bal, f1, seconds = (float(np.mean([r[i] for r in rows])) for i in range(4))
+        rare_recall = np.mean([r[4] for r in rows], axis=0)
+        print(f"{rule:>13}: accuracy {acc:.1%}, balanced {bal:.1%}, macro-F1 {f1:.3f}; recall of the 3 "
+              f"rarest ({', '.join(f'{n} x{kept[n]}' for n in rare)}) "
+              + ", ".join(f"{r:.0%}" for r in rare_recall)
+              + f"; mean of seeds {args.seeds}, {seconds:.0f} s per run", flush=True)
 
+
+def evaluate(tail: Path, held: dict[str, list[Path]], out: Path, store: Path, rule: str, seed: int,
+             rare: list[str]) -> tuple[float, float, float, float, list[float]]:
+    """Train one run; (accuracy, balanced accuracy, macro-F1, seconds, recall of `rare`) on `held`."""
+    run = out / f"weights-{rule}-seed{seed}"
+    shutil.rmtree(run, ignore_errors=True)
+    t0 = time.perf_counter()
+    cfg = TrainConfig(data=str(tail), out=str(run), store=str(store), class_weights=rule, seed=seed)
+    Trainer(cfg, run).run(log=lambda _: None)
+    seconds = time.perf_counter() - t0
+    predictor = Predictor.from_run_dir(run, assess_quality=False)
+    labels = [s.label for s in predictor.species]
+    order = [labels.index(name) for name in held]  # a species' label is its folder's name
+    photos = [(load_rgb(p), t) for ps, t in zip(held.values(), order, strict=True) for p in ps]
+    probs = np.zeros((len(photos), len(labels)))
+    for start in range(0, len(photos), 64):
+        chunk = photos[start:start + 64]
+        for j, pred in enumerate(predictor.predict_images([im for im, _ in chunk], top_k=len(labels))):
+            for g in pred.top:
+                probs[start + j, g.index] = g.probability
+    m = compute_metrics(probs, np.array([t for _, t in photos]), predictor.species)
+    recall = {s["label"]: s["recall"] for s in m["per_species"]}
+    return m["accuracy"], m["balanced_accuracy"], m["macro_f1"], seconds, [recall[n] for n in rare]
 
 if __name__ == "__main__":
     main()

@@ -36,7 +36,7 @@ class TrainConfig:
     finetune_head_lr: float = 1e-3
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
-    class_weights: str = "none"  # none | inverse_sqrt | inverse: loss weight per species from its photo count
+    class_weights: str = "inverse_sqrt"  # none | inverse_sqrt | inverse: species loss weight by photo count
     dropout: float = 0.2
     patience: int = 3  # epochs without validation improvement before a phase stops early
     precision: str = "auto"  # auto | bf16 | fp32

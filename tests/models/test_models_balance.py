@@ -45,3 +45,9 @@ def test_inverse_weights_make_a_rare_species_error_count_like_a_common_one() -> 
 def test_an_unknown_weighting_is_refused_with_the_choices() -> None:
     with pytest.raises(ConfigError, match=r"unknown class weighting 'balanced'.*none, inverse_sqrt, inverse"):
         TrainConfig(class_weights="balanced")
+
+
+def test_equal_counts_train_exactly_as_plain_cross_entropy() -> None:
+    assert class_weights("inverse_sqrt", torch.tensor([0, 1, 2, 0, 1, 2]), 3) is None
+    assert class_weights("inverse", torch.tensor([0, 0, 2, 2]), 3) is None  # an absent species is no tail
+    assert TrainConfig().class_weights == "inverse_sqrt"

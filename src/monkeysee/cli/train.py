@@ -33,8 +33,8 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "unfreeze": (int, "how many top stages phase 2 trains (default: the backbone's)"),
     "head_lr": (float, "phase 1 learning rate"),
     "finetune_lr": (float, "phase 2 learning rate of the body"),
-    "class_weights": (str, "loss weight per species for long-tailed data: none (default), inverse_sqrt or "
-                           "inverse (each species counts alike)"),
+    "class_weights": (str, "loss weight per species for long-tailed data: inverse_sqrt (default), "
+                           "inverse (each species counts alike) or none"),
     "patience": (int, "early stopping: epochs without validation improvement"),
     "precision": (str, "auto, bf16 or fp32"),
     "device": (str, "auto, cpu or cuda"),

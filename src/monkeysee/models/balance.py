@@ -2,8 +2,13 @@
 
 Each rule maps the training photo count per species to a loss weight per species, normalised so that
 the weighted mean over the training photos is 1 (the loss keeps its scale, so learning rates carry
-over). "none" is plain cross-entropy; "inverse_sqrt" gives a species with a quarter of the photos twice
-the weight per photo; "inverse" makes every species count alike in the loss, however few its photos.
+over). "none" is plain cross-entropy; "inverse_sqrt" (the default) gives a species with a quarter of
+the photos twice the weight per photo; "inverse" makes every species count alike in the loss, however
+few its photos.
+
+`benchmarks/imbalance.py` (the monkeys cut to a long tail of 79 down to 5 training photos, 25 unseen
+photos per species, mean of 3 seeds): balanced accuracy 92.1% plain, 93.2% with inverse_sqrt, 93.3%
+with inverse; recall of the rarest species (5 photos) 68%, 71%, 79%. Balanced data is unaffected.
 """
 
 from __future__ import annotations
@@ -34,10 +39,12 @@ def _inverse(counts: torch.Tensor) -> torch.Tensor:
 
 
 def class_weights(rule: str, targets: torch.Tensor, classes: int) -> torch.Tensor | None:
-    """Per-species loss weights (classes,) from the training targets, or None for "none"."""
+    """Per-species loss weights (classes,) from the training targets, or None (plain cross-entropy)
+    for "none" and wherever every species has as many photos as the others (all weights would be 1)."""
     weigh = CLASS_WEIGHTS.get(rule)
-    if rule == "none":
-        return None
     counts = torch.bincount(targets, minlength=classes).double()
+    present = counts[counts > 0]
+    if rule == "none" or len(present) == 0 or bool((present == present[0]).all()):
+        return None
     w = weigh(counts)
     return (w * counts.sum() / (w * counts).sum()).float()
