@@ -112,6 +112,16 @@ def part_grow(args: argparse.Namespace) -> None:
         print(f"{name:>13}: old species {ao:.2%} ({no} photos), new species {an:.2%} ({nn} photos)")
     print(f"first run on {args.old} species {t_old:.0f} s; growing to {len(species)}: {t_grow:.0f} s, "
           f"full retrain {t_full:.0f} s -> growing takes {t_grow / t_full:.1%} of a full retrain")
+    s_grow, s_full = (train_seconds(args.out / d) for d in ("grow-new", "full"))
+    print(f"encoding + training alone (no test evaluation): growing {s_grow:.0f} s, full retrain "
+          f"{s_full:.0f} s -> {s_grow / s_full:.1%}")
+
+
+def train_seconds(run_dir: Path) -> float:
+    """Encoding plus epochs, as the run's manifest records them (without the test evaluation)."""
+    from monkeysee.rundir import RunDir
+
+    return float(RunDir(run_dir).read_manifest().metrics["train_seconds"])
 
 
 def main() -> None:
