@@ -7,7 +7,8 @@ this benchmark's own test set, never seen by any run; of the rest, species i (in
 n * r**i photos, r chosen so the last species keeps `--rarest`. Then trains the default recipe with
 each `--class-weights` rule on it (one shared feature store, so later runs encode nothing) and reports,
 on the set-aside photos: accuracy, balanced accuracy, macro-F1 and the recall of the three rarest
-species, with the photo count each species trained on. Every figure is measured in this run.
+species, with the photo count of each species' folder and of what the run trained on (the run carves
+its own validation and test photos out of the folder). Every figure is measured in this run.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from monkeysee.config import TrainConfig
 from monkeysee.data.images import iter_photos, load_rgb
 from monkeysee.evaluate.metrics import compute_metrics
 from monkeysee.predict import Predictor
+from monkeysee.rundir import RunDir
 from monkeysee.train.trainer import Trainer
 
 Split = tuple[Path, dict[str, list[Path]], dict[str, int]]
@@ -63,7 +65,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds; means are shown")
     args = ap.parse_args()
     tail, held, kept = long_tail(args.data, args.out, args.test, args.rarest)
-    print("training photos per species: " + ", ".join(f"{k} {v}" for k, v in kept.items()))
+    print("photos per species folder (the run carves its val and test photos out of these): "
+          + ", ".join(f"{k} {v}" for k, v in kept.items()))
     store = args.out / "feature-store"
     rare = sorted(kept, key=lambda name: kept[name])[:3]
     for rule in args.rules:
@@ -96,6 +99,9 @@ def evaluate(tail: Path, held: dict[str, list[Path]], out: Path, store: Path, ru
             for g in pred.top:
                 probs[start + j, g.index] = g.probability
     m = compute_metrics(probs, np.array([t for _, t in photos]), predictor.species)
+    if seed == 0 and rule == "none":
+        trained = (RunDir(run).read_summary() or {})["counts"]["train"]
+        print("photos the seed-0 run trained on: " + ", ".join(f"{k} {trained[k]}" for k in held))
     recall = {s["label"]: s["recall"] for s in m["per_species"]}
     return m["accuracy"], m["balanced_accuracy"], m["macro_f1"], seconds, [recall[n] for n in rare]
 

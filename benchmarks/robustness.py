@@ -7,7 +7,7 @@ augmentations, no temperature, the validation-only unknown threshold), trained i
 
 Both runs use the same seed, so their held-out test split (never used for training, epochs, the
 threshold or the temperature) is the same photos. The default run is also evaluated with test-time
-augmentation (`--tta`: mean logits over the photo and its mirror image, or its mirror and a 12% zoom),
+augmentation (`--tta`: mean logits over the photo and its mirror image, or those and a 1.14x zoom),
 with the time it adds. Prints one table with a column per variant and the acceptance lines.
 """
 

@@ -110,9 +110,20 @@ class TrainConfig:
             d["augment"] = AugmentConfig.from_dict(d["augment"])
         return cls(**d)
 
+    @classmethod
+    def from_recorded(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config a run folder recorded. A setting added after that run was trained takes the value
+        that reproduces it (`RECORDED_BEFORE`), not today's default, so resuming or growing an older
+        run keeps its recipe."""
+        return cls.from_dict({**RECORDED_BEFORE, **d})
+
     def updated(self, **changes: Any) -> TrainConfig:
         """A copy with the non-None `changes` applied (how CLI flags override file values)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+RECORDED_BEFORE: dict[str, Any] = {"class_weights": "none"}
+"""What a run recorded before a setting existed did: runs trained before class weights used none."""
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

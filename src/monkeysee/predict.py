@@ -41,7 +41,7 @@ def _hflip(x: torch.Tensor) -> torch.Tensor:
 
 @TTA_VIEWS.register("zoom")
 def _zoom(x: torch.Tensor) -> torch.Tensor:
-    """The central 87.5% of the frame, scaled back up to the input size (a step closer)."""
+    """The central 87.5% of the frame, scaled back up to the input size (a 1.14x zoom)."""
     h, w = x.shape[-2:]
     dh, dw = round(h / 16), round(w / 16)
     crop = x[..., dh:h - dh, dw:w - dw]
@@ -228,10 +228,12 @@ class Predictor:
         return [replace(pred, overlay=o) for pred, o in zip(preds, heatmaps.overlays_for(x, p), strict=True)]
 
     def _tta_logits(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """Mean logits over the photo and its `tta` views."""
-        views = torch.cat([self.as_input(TTA_VIEWS.get(name)(x)) for name in self.tta])
-        more = self.forward(views).logits.float().reshape(len(self.tta), len(x), -1)
-        return (logits.float() + more.sum(0)) / (len(self.tta) + 1)
+        """Mean logits over the photo and its `tta` views, one pass per view (memory of one batch).
+        The temperature fitted on single views is applied to the mean as it is."""
+        total = logits.float()
+        for name in self.tta:
+            total = total + self.forward(self.as_input(TTA_VIEWS.get(name)(x))).logits.float()
+        return total / (len(self.tta) + 1)
 
     def assess(self, image: Image.Image) -> Quality:
         """Is the photo good enough for a trustworthy answer? "Too small" means under half the model's

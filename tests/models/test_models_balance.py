@@ -28,18 +28,30 @@ def test_weights_are_normalised_to_a_mean_of_one_per_photo() -> None:
     assert per_species[:2].tolist() == pytest.approx([2.0, 2.0])  # each present species weighs the same
 
 
-def test_inverse_weights_make_a_rare_species_error_count_like_a_common_one() -> None:
-    """The loss _fit minimises: per-photo cross-entropy times its species' weight, averaged."""
-    logits = torch.tensor([[0.0, 2.0]] * 4)  # every photo called species 1: only the rare one is wrong
-    targets = torch.tensor([0, 1, 1, 1])
-    per_photo = F.cross_entropy(logits, targets, reduction="none")
-    w = class_weights("inverse", targets, 2)
-    assert w is not None
-    weighted = float((per_photo * w[targets]).mean())
-    plain = float(per_photo.mean())
-    # plain: the rare photo's loss is 1/4 of the mean; weighted: 1/2 (2 x its loss out of 4 photos)
-    assert weighted == pytest.approx(float(per_photo[0] * 2 + per_photo[1:].sum() * 2 / 3) / 4)
-    assert weighted > plain
+def test_fit_steps_on_the_weighted_loss() -> None:
+    """One full-batch SGD step of the trainer's `_fit` with inverse weights equals a step on the mean of
+    per-photo losses times their species' weights, computed here by hand."""
+    import copy
+
+    from monkeysee.train.trainer import _fit
+
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 4), torch.tensor([0, 0, 0, 0, 0, 1])  # 5 photos of species 0, 1 of species 1
+    w = class_weights("inverse", y, 2)
+    assert w is not None and w.tolist() == pytest.approx([0.6, 3.0])
+    model = torch.nn.Linear(4, 2)
+    reference = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    cfg = TrainConfig(batch_size=6, label_smoothing=0.0)
+    loss, _ = _fit(lambda i, rows, batch: model(x[i]), y, torch.arange(6), opt, sched, cfg, w)
+    by_hand = (F.cross_entropy(reference(x), y, reduction="none") * w[y]).mean()
+    plain = F.cross_entropy(reference(x), y)
+    by_hand.backward()
+    for stepped, before in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.allclose(stepped, before - 0.5 * before.grad, atol=1e-6)
+    assert loss == pytest.approx(by_hand.item(), rel=1e-5)
+    assert abs(by_hand.item() - plain.item()) > 1e-3  # the weights did change the loss
 
 
 def test_an_unknown_weighting_is_refused_with_the_choices() -> None:

@@ -166,3 +166,14 @@ def test_bad_precision_is_refused(command, small_run, photo, tmp_path, capsys, n
 def test_bad_predict_options_are_refused_before_any_photo(flags, mentions, small_run, photo, capsys,
                                                           no_prediction):
     refused(["predict", str(small_run), str(photo), *flags], capsys, *mentions)
+
+
+def test_a_run_recorded_before_class_weights_resumes_and_grows_without_them() -> None:
+    """Runs trained before --class-weights existed used plain cross-entropy: their recorded config,
+    which lacks the key, must resume and grow with "none", not today's default."""
+    from monkeysee.config import TrainConfig
+
+    recorded = {k: v for k, v in TrainConfig().to_dict().items() if k != "class_weights"}
+    assert TrainConfig.from_recorded(recorded).class_weights == "none"
+    assert TrainConfig.from_recorded({**recorded, "class_weights": "inverse"}).class_weights == "inverse"
+    assert TrainConfig.from_dict(recorded).class_weights == "inverse_sqrt"  # a config file: the default

@@ -124,6 +124,6 @@ def test_tta_averages_the_logits_of_the_photo_and_its_views(tiny_run: Path, synt
 
 def test_unknown_tta_view_is_refused_before_any_work(tiny_run: Path, synthetic_data: Path, capsys):
     photo = _photos(synthetic_data)[0]
-    assert main(["predict", str(tiny_run), str(photo), "--tta", "spin"]) == 2
+    assert main(["predict", str(tiny_run), str(photo), "--tta", "hflip,spin"]) == 2
     err = capsys.readouterr().err
     assert "unknown test-time view 'spin'" in err and "hflip, zoom" in err

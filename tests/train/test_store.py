@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -225,6 +226,21 @@ def test_reading_the_whole_store_does_not_keep_it_in_process_memory(tmp_path, lo
     for i in range(0, 64, 8):
         assert torch.equal(store.read(names[i:i + 8], 0), acts[i:i + 8])
     assert _rss_file_mb() - before < 4, "reading 16 MB of shards grew file-backed RSS"
+
+
+def test_a_shard_that_does_not_match_its_manifest_is_refused_with_its_name(tmp_path, lower):
+    import numpy as np
+
+    from monkeysee.errors import DataError
+
+    store = FeatureStore(tmp_path / "store", make_key(lower))
+    store.write(0, torch.randn(2, 6, 4, 4), ["a", "b"], [0, 0])
+    shard = next((tmp_path / "store").rglob("*.npy"))
+    np.save(shard, np.zeros((2, 6, 4, 5), dtype=np.float32))  # another shape under the same name
+    expected = "shape (6, 4, 5), not the float32 rows of shape (6, 4, 4)"
+    with pytest.raises(DataError, match=re.escape(expected)) as err:
+        FeatureStore(tmp_path / "store", store.key).read(["a"], 0)
+    assert shard.name in str(err.value)
 
 
 def test_encoded_views_are_the_forward_pass_of_the_transformed_photos(store, lower, photos):

@@ -45,12 +45,16 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cams", metavar="DIR", help="also write a Grad-CAM overlay per photo into DIR")
     p.add_argument("--unknown-threshold", type=float, help="override the calibrated unknown threshold")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--tta", nargs="+", metavar="VIEW", default=[],
-                   help="test-time augmentation: also look at these views and average (hflip, zoom); "
-                        "costs one more pass per view")
+    p.add_argument("--tta", metavar="VIEW,...", type=_views, default=[],
+                   help="test-time augmentation: also look at these comma-separated views and average "
+                        "(hflip, zoom); costs one more pass per view; not with --cams")
     p.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto; under torchrun a rank's "
                    "cuda is its cuda:LOCAL_RANK")
+
+
+def _views(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def iter_inputs(items: Iterable[str]) -> Iterator[Path]:
@@ -246,6 +250,9 @@ def check_options(args: argparse.Namespace) -> None:
 
     for name in args.tta:
         TTA_VIEWS.check(name)
+    if args.tta and args.cams:
+        raise ConfigError("--cams explains the photo as taken, while --tta answers for several views",
+                          fix="drop --tta to draw heatmaps, or --cams to average views")
     for flag, target in (("--cams", args.cams), ("--csv", args.csv)):
         if target:
             _check_writable(flag, Path(target) if flag == "--cams" else Path(target).parent)

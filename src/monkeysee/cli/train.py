@@ -70,7 +70,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
             raise ConfigError("--from needs --out for the grown run", fix="pass --out NEW_RUN_DIR")
         from monkeysee.train.trainer import default_store
 
-        cfg = TrainConfig.from_dict(RunDir(args.grow_from).read_manifest().config)
+        cfg = TrainConfig.from_recorded(RunDir(args.grow_from).read_manifest().config)
         flags = {name: getattr(args, name) for name in _FLAGS}
         # the old run's photos are encoded in its store: use it unless told otherwise
         flags["store"] = args.store or cfg.store or str(default_store(args.grow_from))

@@ -225,8 +225,8 @@ class KNN(Detector):
         return {"k": self.k, "max_train": self.max_train, "seed": self.seed}
 
     def fit(self, features: np.ndarray, targets: np.ndarray | None = None) -> KNN:
-        x = np.asarray(features)  # subsample before any copy: the input may be 76k views x 1280
-        if x.ndim == 2 and len(x) > self.max_train:
+        x = _as_2d(None, "features") if features is None else np.asarray(features)
+        if x.ndim == 2 and len(x) > self.max_train:  # subsample before any copy: maybe 76k views x 1280
             x = x[np.sort(np.random.default_rng(self.seed).choice(len(x), self.max_train, replace=False))]
         x = _as_2d(x, "features")
         if len(x) == 0:

@@ -174,7 +174,7 @@ class EncodeReport:
 
 
 class FeatureStore:
-    """Memory-mapped shards of frozen-layer activations under `root`, for one `StoreKey`.
+    """Shards of frozen-layer activations under `root`, for one `StoreKey`, read by positioned reads.
 
     Several stores (keys) can share a root; several processes may write the same store: shard names
     are unique and a row stored twice is read from the older shard.
@@ -286,10 +286,12 @@ class FeatureStore:
             fmt = np.lib.format
             version = fmt.read_magic(fp)
             read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            _, fortran, _ = read_header(fp)
-            if fortran:
-                raise DataError("a store shard is not in C order", fix="delete the store and rerun",
-                                path=self._shards[number])
+            shape, fortran, dtype = read_header(fp)
+            stored = np.uint16 if self.key.precision == "bf16" else np.float32
+            if fortran or tuple(shape[1:]) != self.shape or dtype != stored:
+                raise DataError(f"a store shard holds {dtype} rows of shape {tuple(shape[1:])}, not the "
+                                f"{np.dtype(stored)} rows of shape {self.shape} its manifest names",
+                                fix="delete the store folder and rerun", path=self._shards[number])
             self._data_at[number] = fp.tell()
         return self._data_at[number]
 
@@ -314,9 +316,9 @@ class FeatureStore:
         for s in np.unique(shards):
             at = np.flatnonzero(shards == s)
             with open(self._shards[int(s)], "rb", buffering=0) as fp:
-                start, fd = self._data_offset(int(s), fp), fp.fileno()
+                start = self._data_offset(int(s), fp)
                 for j in at.tolist():
-                    if os.preadv(fd, [flat[j]], start + int(rows[j]) * size) != size:
+                    if _read_at(fp, flat[j], start + int(rows[j]) * size) != size:
                         raise DataError("a store shard is shorter than its manifest says",
                                         fix="delete the store and rerun", path=self._shards[int(s)])
         t = torch.from_numpy(out)
@@ -338,8 +340,17 @@ class FeatureStore:
         return StoreSplit(self, locs, targets, torch.tensor(kept, dtype=torch.long))
 
 
+def _read_at(fp: BinaryIO, into: np.ndarray, offset: int) -> int:
+    """Read len(into) bytes at `offset` straight into `into`: one pread where the OS has it."""
+    buffer = memoryview(into)  # type: ignore[arg-type]  # a contiguous uint8 row: a writable buffer
+    if hasattr(os, "preadv"):
+        return os.preadv(fp.fileno(), [buffer], offset)
+    fp.seek(offset)  # Windows: no positioned reads, but the file object is this thread's own
+    return fp.readinto(buffer) or 0  # type: ignore[attr-defined]
+
+
 class StoreSplit:
-    """Activations of one split, (views, N, C, h, w), read from the store's memory maps on demand.
+    """Activations of one split, (views, N, C, h, w), read from the store's shards on demand.
 
     It replaces `SplitCache.acts` without holding it: `gather` copies just a mini-batch, `chunks`
     streams one view in order. `targets` and `indices` mean what they mean in `SplitCache`.

@@ -93,7 +93,7 @@ class Trainer:
         if recorded is None:
             raise CheckpointError("no config.json, so nothing to resume", fix="start a new run with "
                                   "`monkeysee train --data DIR --out RUN_DIR`", path=run_dir)
-        trainer = cls(TrainConfig.from_dict(recorded), run_dir, resuming=True)
+        trainer = cls(TrainConfig.from_recorded(recorded), run_dir, resuming=True)
         progress = trainer.state_dir / "progress.json"
         if progress.is_file():
             trainer.progress = Progress(**json.loads(progress.read_text()))
@@ -523,7 +523,9 @@ def _fit(
 ) -> tuple[float, float]:
     """One pass over `perm` in mini-batches; returns mean loss and accuracy.
 
-    `weights` (one per class, see `models.balance`) scale each photo's loss by its species' weight.
+    `weights` (one per class, see `models.balance`) scale each photo's loss by its species' weight, so
+    the training loss reported is the weighted one; the validation loss that picks the epoch is not
+    weighted (it measures the model on photos as they come).
 
     `forward(rows, part, batch)` gives the logits of `rows`, which are `part` of a global mini-batch of
     `batch` rows. Every rank walks the same `perm`; each takes its contiguous part of every mini-batch,

@@ -424,9 +424,10 @@ class Metrics(Section):
         else:
             return ""
         temperature = (ctx.manifest.calibration or {}).get("temperature")
+        calibrated = temperature is not None and ctx.manifest.config.get("calibration") != "none"
         how = (f"The probabilities shown are the softmax of the logits divided by a temperature of "
-               f"{num(temperature, 3)}, fitted on the validation photos (never these)."
-               if temperature is not None else "The probabilities shown are not calibrated.")
+               f"{num(temperature, 3)}, fitted on the validation photos (never these)." if calibrated
+               else "The probabilities shown are not calibrated (trained with --calibration none).")
         ece_text = f" Expected calibration error {pct(metrics['ece'])}." if "ece" in metrics else ""
         return ("<h3>Confidence</h3>" + para(
             "Of the test photos answered with about 80% confidence, about 80% should be right: each bar "
