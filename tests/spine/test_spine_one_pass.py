@@ -117,13 +117,15 @@ def test_serve_answers_each_photo_with_one_pass_and_the_explain_apis_gradcam(run
             assert rows == [1], f"one photo took passes of {rows} rows"
     finally:
         service.close()
-    reference = reference_gradcam(run, [load_rgb_bytes(d) for d in data])
+    # The server answers one photo per pass, so the reference explains one photo per call too: fp32
+    # convolutions over a batch of 3 can differ from batch 1 by ~1e-6 on some CPUs (seen on AMD EPYC).
+    references = [reference_gradcam(run, [load_rgb_bytes(d)]) for d in data]
     assert len(recorded_cams) == len(data)
-    for i, (answer, cams) in enumerate(zip(answers, recorded_cams, strict=True)):
-        np.testing.assert_allclose(cams[DEFAULT_METHOD].upsampled[0], reference.upsampled[i], atol=1e-6)
-        assert answer.prediction.best.index == reference.target_indices[i]
+    for answer, cams, reference in zip(answers, recorded_cams, references, strict=True):
+        np.testing.assert_allclose(cams[DEFAULT_METHOD].upsampled[0], reference.upsampled[0], atol=1e-6)
+        assert answer.prediction.best.index == reference.target_indices[0]
         assert answer.cam is not None and answer.cam.method == DEFAULT_METHOD
         png = base64.b64decode(answer.cam.overlay.split(",", 1)[1])
         got = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-        expected = render.overlay(reference.images[i], reference.upsampled[i], service.alpha, service.cmap)
+        expected = render.overlay(reference.images[0], reference.upsampled[0], service.alpha, service.cmap)
         assert np.abs(got - expected.astype(int)).max() <= 1
