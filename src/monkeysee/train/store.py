@@ -16,7 +16,7 @@ So a second run with another head, a resumed run, or a run with photos added enc
 missing; a changed photo, backbone, cut, weights, transform or seed is encoded afresh. Reading is by
 positioned reads (`os.preadv`) of just the rows a mini-batch needs, straight into its buffer: the
 file pages stay in the kernel's page cache, not in the process (a memory map would count every page
-ever touched in its resident memory, 1.5 GB for the butterflies' 78k views), so memory does not grow
+ever touched in its resident memory: 1.3 GB for the butterflies' 78k views), so memory does not grow
 with the data set.
 
 On disk, under `root`::
