@@ -3,7 +3,8 @@ held-out monkey photos, for the default run beside the same recipe without this 
 augmentations, no temperature, the validation-only unknown threshold), trained in the same run.
 
     python benchmarks/robustness.py [--data ../shared/data/monkeys] [--ood ../shared/data/not-monkeys]
-                                    [--out runs/robustness] [--severities 3 5]
+                                    [--out runs/robustness] [--severities 3 5] [--tta hflip hflip+zoom]
+                                    [--views N ...] [--unfreeze N ...] [--add-op bars ...]
 
 Both runs use the same seed, so their held-out test split (never used for training, epochs, the
 threshold or the temperature) is the same photos. The default run is also evaluated with test-time
@@ -21,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from monkeysee.config import TrainConfig
-from monkeysee.data.augment import GEOMETRY_AND_COLOUR_OPS, AugmentConfig
+from monkeysee.data.augment import DEFAULT_OPS, GEOMETRY_AND_COLOUR_OPS, AugmentConfig
 from monkeysee.data.corrupt import CORRUPTIONS, ISSUE_POINTS
 from monkeysee.data.images import iter_photos, load_rgb
 from monkeysee.evaluate.metrics import expected_calibration_error
@@ -90,6 +91,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/robustness"))
     ap.add_argument("--severities", type=float, nargs="+", default=[3.0, 5.0])
     ap.add_argument("--views", type=int, nargs="*", default=[], help="also train the default with --views N")
+    ap.add_argument("--unfreeze", type=int, nargs="*", default=[],
+                    help="also train the default fine-tuning the top N stages (default recipe: 2)")
+    ap.add_argument("--add-op", nargs="*", default=[], metavar="OP",
+                    help="also train the default with this augmentation added to its ops (e.g. bars)")
     ap.add_argument("--tta", nargs="*", default=["hflip", "hflip+zoom"],
                     help="also evaluate the default run with these test-time views ('+' joins views)")
     args = ap.parse_args()
@@ -100,6 +105,10 @@ def main() -> None:
         ("baseline", "baseline", BASELINE, False, ()), ("default", "default", {}, True, ())]
     variants += [(f"default tta {t}", "default", {}, True, tuple(t.split("+"))) for t in args.tta]
     variants += [(f"default-views{v}", f"default-views{v}", {"views": v}, True, ()) for v in args.views]
+    variants += [(f"default-unfreeze{n}", f"default-unfreeze{n}", {"unfreeze": n}, True, ())
+                 for n in args.unfreeze]
+    variants += [(f"default+{op}", f"default-plus-{op}", {"augment": AugmentConfig(ops=(*DEFAULT_OPS, op))},
+                  True, ()) for op in args.add_op]
     for column, name, changes, quality, tta in variants:
         run, seconds = train(name, args.data, args.out, **changes)
         t0 = time.perf_counter()
