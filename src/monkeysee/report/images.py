@@ -66,6 +66,11 @@ def file_uri(path: str | Path) -> str:
     return _uri(path.read_bytes(), mime)
 
 
+def stored_or_plot_uri(stored: Path, plot: Callable[[Path], Path]) -> str:
+    """The PNG that training or evaluation already wrote, else the same plot drawn now."""
+    return file_uri(stored) if stored.is_file() else plot_uri(plot)
+
+
 def plot_uri(plot: Callable[[Path], Path]) -> str:
     """A plot helper that writes a PNG to the path it is given (as in `monkeysee.evaluate.plots`), as a
     data URI; the file lives in a temporary folder that is removed afterwards."""

@@ -279,6 +279,11 @@ class FeatureStore:
         self._seen.add(f"{name}.rows.json")
         self._add(final, meta)
 
+    @property
+    def _stored(self) -> np.dtype:
+        """The dtype of the shards' bytes: float32, or bfloat16 kept as uint16 (numpy has no bf16)."""
+        return np.dtype(np.uint16 if self.key.precision == "bf16" else np.float32)
+
     def _data_offset(self, number: int, fp: BinaryIO) -> int:
         """Byte offset of row 0 in shard `number` (after its .npy header), read once."""
         if number not in self._data_at:
@@ -287,10 +292,9 @@ class FeatureStore:
             version = fmt.read_magic(fp)
             read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
             shape, fortran, dtype = read_header(fp)
-            stored = np.uint16 if self.key.precision == "bf16" else np.float32
-            if fortran or tuple(shape[1:]) != self.shape or dtype != stored:
+            if fortran or tuple(shape[1:]) != self.shape or dtype != self._stored:
                 raise DataError(f"a store shard holds {dtype} rows of shape {tuple(shape[1:])}, not the "
-                                f"{np.dtype(stored)} rows of shape {self.shape} its manifest names",
+                                f"{self._stored} rows of shape {self.shape} its manifest names",
                                 fix="delete the store folder and rerun", path=self._shards[number])
             self._data_at[number] = fp.tell()
         return self._data_at[number]
@@ -309,8 +313,7 @@ class FeatureStore:
     def _gather(self, shards: np.ndarray, rows: np.ndarray) -> torch.Tensor:
         if self.shape is None:
             raise DataError("the store is empty", fix="run encode_into first", path=self.root)
-        stored = np.uint16 if self.key.precision == "bf16" else np.float32
-        out = np.empty((len(rows), *self.shape), dtype=stored)
+        out = np.empty((len(rows), *self.shape), dtype=self._stored)
         size = out.itemsize * int(np.prod(self.shape))
         flat = out.view(np.uint8).reshape(len(rows), size)  # one byte row per activation
         for s in np.unique(shards):

@@ -27,7 +27,7 @@ from monkeysee.report.html import (
     pct,
     table,
 )
-from monkeysee.report.images import figure_uri, file_uri, jpeg_uri, plot_uri, png_uri
+from monkeysee.report.images import figure_uri, file_uri, jpeg_uri, png_uri, stored_or_plot_uri
 from monkeysee.report.sections import Section, section
 
 CARD_PX = 150  # displayed width of photos in cards (confusion, mistakes)
@@ -209,30 +209,27 @@ class Confusion(Section):
 
     @staticmethod
     def _matrix(ctx: ReportContext) -> str:
-        from monkeysee.evaluate.plots import plot_confusion_matrix
+        from monkeysee.evaluate.plots import plot_confused_block, plot_confusion_matrix
 
         stored = ctx.eval_dir / "confusion_matrix.png"
-        if stored.is_file():
-            uri = file_uri(stored)
-        elif ctx.metrics:
-            cm = np.asarray(ctx.metrics["confusion_matrix"])
-            names = [s.display_name for s in ctx.species]
-            uri = plot_uri(lambda p: plot_confusion_matrix(cm, names, p))
-        else:
-            return note(esc(ctx.problems.get("metrics", "The run has not been evaluated.")))
-        matrix = figure(
-            img(uri, "confusion matrix of the test photos", class_="matrix"),
-            "Rows: true species; columns: predicted species; counts of test photos.",
-        )
-        if len(ctx.species) <= BLOCK_SPECIES or not ctx.metrics:
-            return matrix
-        from monkeysee.evaluate.plots import plot_confused_block
-
+        if not ctx.metrics:
+            if not stored.is_file():
+                return note(esc(ctx.problems.get("metrics", "The run has not been evaluated.")))
+            return figure(img(file_uri(stored), "confusion matrix of the test photos", class_="matrix"),
+                          "Rows: true species; columns: predicted species; counts of test photos.")
         cm = np.asarray(ctx.metrics["confusion_matrix"])
         names = [s.display_name for s in ctx.species]
+        matrix = figure(
+            img(stored_or_plot_uri(stored, lambda p: plot_confusion_matrix(cm, names, p)),
+                "confusion matrix of the test photos", class_="matrix"),
+            "Rows: true species; columns: predicted species; counts of test photos.",
+        )
+        if len(names) <= BLOCK_SPECIES:
+            return matrix
         block = figure(
-            img(plot_uri(lambda p: plot_confused_block(cm, names, p)), "the most-confused species",
-                class_="matrix"),
+            img(stored_or_plot_uri(ctx.eval_dir / "confusion_block.png",
+                                   lambda p: plot_confused_block(cm, names, p)),
+                "the most-confused species", class_="matrix"),
             f"The {BLOCK_SPECIES} species most confused with each other, side by side and named; the full "
             f"matrix of all {len(names)} species is above and in eval/test/confusion_matrix.csv.",
         )

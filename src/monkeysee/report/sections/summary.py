@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from monkeysee.checkpoint import library_versions
@@ -24,7 +25,7 @@ from monkeysee.report.html import (
     stats,
     table,
 )
-from monkeysee.report.images import file_uri, plot_uri
+from monkeysee.report.images import stored_or_plot_uri
 from monkeysee.report.sections import Section, section
 
 # Species whose F1 is below this are flagged in the per-species table.
@@ -286,10 +287,7 @@ class Training(Section):
 
         if not ctx.history:
             return note("This run records no training history (history.json).")
-        curves = ctx.run_dir / "curves.png"
-        uri = (
-            file_uri(curves) if curves.is_file() else plot_uri(lambda p: plot_training_curves(ctx.history, p))
-        )
+        uri = stored_or_plot_uri(ctx.run_dir / "curves.png", lambda p: plot_training_curves(ctx.history, p))
         best = ctx.manifest.metrics.get("best", {})
         parts = [
             figure(
@@ -411,18 +409,18 @@ class Metrics(Section):
     @staticmethod
     def _confidence(ctx: ReportContext, metrics: dict[str, Any]) -> str:
         """How honest the shown confidence is: the reliability diagram and the temperature behind it."""
-        from monkeysee.evaluate.metrics import expected_calibration_error, reliability_table
+        from monkeysee.evaluate.metrics import reliability_table
         from monkeysee.evaluate.plots import plot_reliability
 
-        stored = ctx.eval_dir / "reliability.png"
-        if stored.is_file():
-            uri = file_uri(stored)
-        elif ctx.interp is not None:
-            rows = reliability_table(ctx.interp.probs, ctx.interp.targets)
-            ece = expected_calibration_error(ctx.interp.probs, ctx.interp.targets)
-            uri = plot_uri(lambda p: plot_reliability(rows, p, ece=ece))
-        else:
+        stored, interp = ctx.eval_dir / "reliability.png", ctx.interp
+        if not stored.is_file() and interp is None:
             return ""
+        def draw(path: Path) -> Path:
+            assert interp is not None  # drawn only when no diagram is stored, and then interp is there
+            return plot_reliability(reliability_table(interp.probs, interp.targets), path,
+                                    ece=metrics.get("ece"))
+
+        uri = stored_or_plot_uri(stored, draw)
         temperature = (ctx.manifest.calibration or {}).get("temperature")
         calibrated = temperature is not None and ctx.manifest.config.get("calibration") != "none"
         how = (f"The probabilities shown are the softmax of the logits divided by a temperature of "
