@@ -117,9 +117,13 @@ def test_tta_averages_the_logits_of_the_photo_and_its_views(tiny_run: Path, synt
     base = plain.predict_images(images, top_k=1)
     assert [p.unknown_score for p in got] == [p.unknown_score for p in base]
     assert not np.allclose(own.numpy(), mirrored.numpy())  # the mirror view does change the logits
-    zoom = TTA_VIEWS.get("zoom")(x)
-    assert zoom.shape == x.shape
-    assert torch.allclose(zoom[..., 112, 112], x[..., 112, 112], atol=0.1)  # the centre stays put
+    # zoom on a ramp whose value is its column: bilinear resampling of a line is exact, so column j of
+    # the zoomed frame shows column 14 + (j + 0.5) * 196 / 224 - 0.5 (the central 196 of 224 columns)
+    ramp = torch.arange(224.0).expand(1, 3, 224, 224)
+    zoom = TTA_VIEWS.get("zoom")(ramp)
+    expected_cols = 14 + (torch.arange(224.0) + 0.5) * 196 / 224 - 0.5
+    assert zoom.shape == ramp.shape
+    assert torch.allclose(zoom[0, 0, 100], expected_cols.clamp(14, 209), atol=1e-3)
 
 
 def test_unknown_tta_view_is_refused_before_any_work(tiny_run: Path, synthetic_data: Path, capsys):

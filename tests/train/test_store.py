@@ -216,7 +216,7 @@ def _rss_file_mb() -> float:
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
 def test_reading_the_whole_store_does_not_keep_it_in_process_memory(tmp_path, lower):
     """A memory map counts every page read in the process's resident memory: reading the butterflies'
-    1.5 GB store once would add 1.5 GB of RSS. Positioned reads leave the pages to the page cache."""
+    1.3 GB store once would add 1.3 GB of RSS. Positioned reads leave the pages to the page cache."""
     store = FeatureStore(tmp_path / "store", make_key(lower))
     names = [f"p{i}" for i in range(64)]
     acts = torch.randn(64, 64, 32, 32)
