@@ -92,12 +92,10 @@ def evaluate(tail: Path, held: dict[str, list[Path]], out: Path, store: Path, ru
     labels = [s.label for s in predictor.species]
     order = [labels.index(name) for name in held]  # a species' label is its folder's name
     photos = [(load_rgb(p), t) for ps, t in zip(held.values(), order, strict=True) for p in ps]
-    probs = np.zeros((len(photos), len(labels)))
-    for start in range(0, len(photos), 64):
-        chunk = photos[start:start + 64]
-        for j, pred in enumerate(predictor.predict_images([im for im, _ in chunk], top_k=len(labels))):
-            for g in pred.top:
-                probs[start + j, g.index] = g.probability
+    probs = np.concatenate([  # the calibrated probabilities the answers show, 64 photos per pass
+        predictor.probabilities(predictor.logits_and_features(
+            predictor.prepare([im for im, _ in photos[start:start + 64]]))[0].numpy())
+        for start in range(0, len(photos), 64)])
     m = compute_metrics(probs, np.array([t for _, t in photos]), predictor.species)
     if seed == 0 and rule == "none":
         trained = (RunDir(run).read_summary() or {})["counts"]["train"]
