@@ -12,6 +12,7 @@ The helpers are the only collectives the project uses: `barrier`, `all_reduce_su
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,7 +67,16 @@ def start(device: torch.device) -> torch.device:
         store = dist.PrefixStore(f"monkeysee/attempt-{world.restarts}", store)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank,
                                 world_size=size, timeout=TIMEOUT)
+        atexit.register(_leave)
     return device
+
+
+def _leave() -> None:
+    """Destroy the process group while the interpreter is still whole. Left to interpreter shutdown,
+    gloo's worker threads can abort the process ('terminate called without an active exception',
+    pytorch/pytorch#190489): seen once in CI, a rank exiting -6 after all its rows were written."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def active() -> bool:
