@@ -26,6 +26,20 @@ def _train(cfg, out: Path) -> list[str]:
     return logs
 
 
+def _counting_pooled(trainer: Trainer) -> list[int]:
+    """Patch `trainer` to record how many views it pools through the body (not read from the store)."""
+    counts: list[int] = []
+    original = trainer._pooled
+
+    def spy(model, upper, chunks):
+        out = original(model, upper, chunks)
+        counts.append(len(out))
+        return out
+
+    trainer._pooled = spy
+    return counts
+
+
 def _seen(run: Path) -> tuple[set[Path], set[Path]]:
     """(photos encoded with every view: the training photos, photos encoded clean: train and val)."""
     index = RunDir(run).read_splits()
@@ -38,8 +52,12 @@ def test_a_second_run_over_the_same_photos_encodes_nothing(tmp_path):
     runs = tmp_path / "runs"
     first = _train(tiny_config(data, runs / "a"), runs / "a")
     assert _encoded(first) == len(_seen(runs / "a")[1])
-    again = _train(tiny_config(data, runs / "b", unknown_detector="knn", head_lr=1e-2), runs / "b")
+    trainer = Trainer(tiny_config(data, runs / "b", unknown_detector="knn", head_lr=1e-2, finetune_epochs=0),
+                      runs / "b")
+    pooled, again = _counting_pooled(trainer), []
+    trainer.run(log=again.append)
     assert _encoded(again) == 0  # another head and detector over the same photos
+    assert sum(pooled) == 0  # on the same pretrained body: its pooled features were stored by run a
     other_seed = _train(tiny_config(data, runs / "c", seed=7), runs / "c")
     # another seed carves other splits: only views no earlier run computed are encoded (a photo that was
     # held out, or validated, and now trains)
@@ -67,10 +85,15 @@ def test_growing_a_run_encodes_only_the_new_species_and_starts_from_the_old_head
         return original(model, cut, index, log)
 
     trainer._caches = spy
+    pooled = _counting_pooled(trainer)
     trainer.run(log=logs.append)
     assert any("2 known species keep their head rows, 1 new" in m for m in logs)
     new = [p for p in _seen(grown)[1] if p.parent.name == "n2"]
     assert _encoded(logs) == len(new) == 5  # only n2's train and val photos (one of six is held out)
+    # the body is the old run's, which pooled the old photos already: only n2's views go through it, once
+    # (the head phase stores them, the detector after training reads them back)
+    new_train = [p for p in _seen(grown)[0] if p.parent.name == "n2"]
+    assert sum(pooled) == len(new_train) * (cfg.views + 1) + len(new) - len(new_train)
     before = RunDir(old).load()
     assert torch.equal(loaded_rows["weight"][:2], before.model.head.fc.weight)
     after = RunDir(grown).load()
@@ -95,10 +118,15 @@ def test_a_species_with_very_few_photos_trains_and_is_reported_with_its_count(tm
 def test_train_from_on_the_command_line_reuses_the_old_runs_store(tmp_path):
     data = make_dataset(tmp_path / "data", per_class=6)
     old = tmp_path / "old-runs" / "run"
-    flags = ["--views", "1", "--head-epochs", "2", "--finetune-epochs", "0", "--workers", "0",
+    flags = ["--views", "1", "--head-epochs", "2", "--finetune-epochs", "1", "--workers", "0",
              "--unknown-detector", "energy", "--no-evaluate"]
     assert main(["train", "--data", str(data), "--out", str(old), *flags]) == 0
     grown = tmp_path / "elsewhere" / "grown"
     assert main(["train", "--data", str(data), "--from", str(old), "--out", str(grown), "--no-evaluate"]) == 0
     assert RunDir(grown).read_config()["store"] == str(old.resolve().parent / "feature-store")
     assert not (grown.parent / "feature-store").exists()  # nothing was encoded anew
+    assert RunDir(grown).read_config()["finetune_epochs"] == 0  # a grown run trains its head alone...
+    again = tmp_path / "elsewhere" / "again"
+    assert main(["train", "--data", str(data), "--from", str(old), "--out", str(again), "--no-evaluate",
+                 "--finetune-epochs", "1"]) == 0
+    assert RunDir(again).read_config()["finetune_epochs"] == 1  # ...unless told otherwise

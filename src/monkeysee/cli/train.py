@@ -55,7 +55,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
     p.add_argument("--from", dest="grow_from", metavar="RUN_DIR",
                    help="grow a finished run (same recipe) on a data folder that gained species or "
-                        "photos: its weights and known species' head rows start it, its features are reused")
+                        "photos: its weights and known species' head rows start it, its features are reused; "
+                        "the head alone trains unless --finetune-epochs is given")
     p.add_argument("--augment", help="comma-separated augmentations, one applied per photo")
     p.add_argument("--no-evaluate", action="store_true", help="skip evaluating the held-out test split")
     for name, (kind, help_text) in _FLAGS.items():
@@ -74,6 +75,11 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         flags = {name: getattr(args, name) for name in _FLAGS}
         # the old run's photos are encoded in its store: use it unless told otherwise
         flags["store"] = args.store or cfg.store or str(default_store(args.grow_from))
+        # The body stays the old run's unless --finetune-epochs asks otherwise: on butterflies (90 -> 100
+        # species) fine-tuning it again never beat the retrained head, and an unchanged body's pooled
+        # features of the old photos are already in the store.
+        if flags["finetune_epochs"] is None:
+            flags["finetune_epochs"] = 0
         return cfg.updated(grow_from=args.grow_from, data=args.data, out=args.out, **flags)
     cfg = TrainConfig.from_dict(read_config_file(args.config)) if args.config else TrainConfig()
     changes = {name: getattr(args, name) for name in _FLAGS}

@@ -26,6 +26,10 @@ On disk, under `root`::
         <time>-<id>.npy            a shard: (rows, C, h, w) float32, or bfloat16 stored as uint16
         <time>-<id>.rows.json      its manifest: content key and view of each row (written after it)
     aug-<16 hex>/                  views 1..n, also keyed by the augmentation and the seed
+
+The same folders also hold pooled features, the head's input (`StoreKey.pooled`: the whole body with
+given weights, average-pooled): training reads them wherever a body it already pooled through comes
+back (a resumed run, another head on the same body, the old photos of a grown run).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -146,6 +150,12 @@ class StoreKey:
         aug = "" if augmented is None else transform_fingerprint(augmented)
         return cls(backbone, int(cut), module_fingerprint(lower), precision,
                    transform_fingerprint(clean), aug, int(seed))
+
+    def pooled(self, body: nn.Sequential) -> StoreKey:
+        """The key of the head's input: the output of all of `body` (its current weights), average-pooled.
+
+        Its cut is the number of stages, which no frozen-layer key has (at least one stage trains)."""
+        return replace(self, cut=len(body), weights=module_fingerprint(body))
 
     def table(self, view: int) -> str:
         """Folder name of the table holding `view`: clean (0) or augmented (1..n)."""
@@ -340,7 +350,8 @@ class FeatureStore:
             for v in range(views + 1):
                 locs[v, n] = self._index[keys[i], v]  # type: ignore[index]
         targets = torch.tensor([samples[i].target for i in kept], dtype=torch.long)
-        return StoreSplit(self, locs, targets, torch.tensor(kept, dtype=torch.long))
+        contents = [str(keys[i]) for i in kept]
+        return StoreSplit(self, locs, targets, torch.tensor(kept, dtype=torch.long), contents)
 
 
 def _read_at(fp: BinaryIO, into: np.ndarray, offset: int) -> int:
@@ -360,9 +371,10 @@ class StoreSplit:
     """
 
     def __init__(self, store: FeatureStore, locs: np.ndarray, targets: torch.Tensor,
-                 indices: torch.Tensor) -> None:
+                 indices: torch.Tensor, contents: list[str]) -> None:
         self._store, self._locs = store, locs
         self.targets, self.indices = targets, indices
+        self.contents = contents  # each photo's content key, in row order
 
     def __len__(self) -> int:
         return int(self.targets.numel())

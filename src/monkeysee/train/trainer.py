@@ -45,6 +45,7 @@ from monkeysee.train.store import FeatureStore, StoreKey, StoreSplit, encode_int
 
 PHASES = ("head", "finetune")
 POOR_KEEP = 0.99
+POOLED_SHARD_ROWS = 4096  # pooled rows per store shard: 10 MB of Lite0's 1280 features in bf16
 """A photo too poor to judge is called "not one of my species" only above the bar that keeps this share of
 the degraded (augmented) views of known training photos, scored out of fold."""
 AUGMENT_SEED = 0
@@ -84,6 +85,7 @@ class Trainer:
         self.precision = resolve_precision(cfg.precision, self.device)
         self.spec = get_backbone(cfg.backbone)
         self.progress = Progress()
+        self.store_key: StoreKey  # of the frozen-layer features, once `_caches` has made it
 
     # --- entry points -------------------------------------------------------------------------
 
@@ -210,6 +212,7 @@ class Trainer:
         lower = model.body[:cut].eval().to(memory_format=torch.channels_last)
         clean, aug = eval_transform(pre), train_transform(pre, cfg.augment)
         key = StoreKey.for_encoding(cfg.backbone, cut, lower, clean, aug, self.precision, AUGMENT_SEED)
+        self.store_key = key
         store = FeatureStore(self.store_root(), key)
         self._check_store_fits(lower, index, store)
         t0 = time.perf_counter()
@@ -420,14 +423,37 @@ class Trainer:
                       views: int | None = None) -> torch.Tensor:
         """Pooled features of views 0..views-1 (default all) of every photo, view-major: row v*N + i.
 
-        Each rank pools its block of the photos; the blocks are gathered, so every rank holds all rows."""
+        Rows the store already holds for the body's current weights are read (a resumed run, another
+        head on the same body, a grown run's old photos); the rest are pooled from the stored
+        frozen-layer activations and added to it. Each rank does its block of the photos; the blocks
+        are gathered, so every rank holds all rows."""
         n = split.views if views is None else views
+        pooled = FeatureStore(self.store_root(), self.store_key.pooled(model.body))
         block = distributed.rows_of(len(split))
-        mine = torch.arange(block.start, block.stop).split(256)
-        return torch.cat([
-            distributed.gather_rows(self._pooled(model, upper, (split.gather(v, rows) for rows in mine)),
-                                    len(split))
-            for v in range(n)])
+        rows = torch.arange(block.start, block.stop)
+        return torch.cat([distributed.gather_rows(self._pooled_block(model, upper, split, v, rows, pooled),
+                                                  len(split))
+                          for v in range(n)])
+
+    def _pooled_block(self, model: Classifier, upper: nn.Module, split: StoreSplit, view: int,
+                      rows: torch.Tensor, pooled: FeatureStore) -> torch.Tensor:
+        """Pooled features of `view` of the photos at `rows`: read where stored, else computed and stored."""
+        contents = [split.contents[i] for i in rows.tolist()]
+        have = torch.tensor([pooled.has(c, view) for c in contents], dtype=torch.bool)
+        out = torch.empty(len(rows), model.num_features)
+        if have.any():
+            stored = [c for c, h in zip(contents, have.tolist(), strict=True) if h]
+            out[have] = pooled.read(stored, view).float()
+        todo = rows[~have]
+        if len(todo):
+            # rounded to the stored dtype, so a run that computes them equals one that reads them back
+            fresh = self._pooled(model, upper, (split.gather(view, r) for r in todo.split(256)))
+            fresh = fresh.to(pooled.key.dtype)
+            out[~have] = fresh.float()
+            size = POOLED_SHARD_ROWS
+            for part, feats in zip(todo.split(size), fresh.split(size), strict=True):
+                pooled.write(view, feats, [split.contents[i] for i in part.tolist()], [view] * len(part))
+        return out
 
     # --- after training -----------------------------------------------------------------------
 
