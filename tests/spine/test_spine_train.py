@@ -200,3 +200,19 @@ def test_evaluate_cli_on_other_splits(tiny_run: Path, split: str, capsys, tmp_pa
     assert "accuracy" in out and "red monkey" in out
     metrics = json.loads((tiny_run / "eval" / split / "metrics.json").read_text())
     assert metrics["split"] == split and metrics["n"] == {"val": 6, "train": 18}[split]
+
+
+@pytest.mark.parametrize(("steps", "pct_start"), [(10, 0.1), (5, 0.2), (2, 0.5), (40, 0.1)])
+def test_one_cycle_steps_through_short_schedules_and_anneals(steps: int, pct_start: float):
+    """torch's OneCycleLR divides by zero where the warm-up is one step (10 epochs of one batch at 0.1)."""
+    from monkeysee.train.trainer import one_cycle
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = one_cycle(opt, 1.0, steps, pct_start)
+    rates = []  # the rate of each batch
+    for _ in range(steps):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert max(rates) >= 0.75  # near the peak at some step
+    assert rates[-1] < 0.01  # and annealed to nearly nothing by the last

@@ -125,7 +125,8 @@ def test_train_from_on_the_command_line_reuses_the_old_runs_store(tmp_path):
     assert main(["train", "--data", str(data), "--from", str(old), "--out", str(grown), "--no-evaluate"]) == 0
     assert RunDir(grown).read_config()["store"] == str(old.resolve().parent / "feature-store")
     assert not (grown.parent / "feature-store").exists()  # nothing was encoded anew
-    assert RunDir(grown).read_config()["finetune_epochs"] == 0  # a grown run trains its head alone...
+    grown_cfg = RunDir(grown).read_config()
+    assert (grown_cfg["finetune_epochs"], grown_cfg["head_epochs"]) == (0, 10)  # the head alone trains...
     again = tmp_path / "elsewhere" / "again"
     assert main(["train", "--data", str(data), "--from", str(old), "--out", str(again), "--no-evaluate",
                  "--finetune-epochs", "1"]) == 0

@@ -48,6 +48,14 @@ _FLAGS: dict[str, tuple[type, str]] = {
 assert set(_FLAGS) <= {f.name for f in fields(TrainConfig)}
 
 
+GROW_DEFAULTS = {"finetune_epochs": 0, "head_epochs": 10}
+"""What a grown run changes in the recipe it grows from, unless flags say otherwise. The body stays the
+old run's: on butterflies (90 -> 100 species) fine-tuning it again never beat the retrained head, and
+the old photos' pooled features through it are in the store already. The head, starting near its
+optimum, gets a 10-epoch one-cycle schedule that early stopping does not cut while the rate is at its
+peak (validation loss 1.173 with the recipe's 30 epochs, 1.154 with 10)."""
+
+
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="data folder: DIR/training/<species>/... or DIR/<species>/...")
     p.add_argument("--out", help="run folder to write (default runs/monkeysee)")
@@ -56,7 +64,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="grow_from", metavar="RUN_DIR",
                    help="grow a finished run (same recipe) on a data folder that gained species or "
                         "photos: its weights and known species' head rows start it, its features are reused; "
-                        "the head alone trains unless --finetune-epochs is given")
+                        "by default the head alone trains, for 10 epochs (see GROW_DEFAULTS)")
     p.add_argument("--augment", help="comma-separated augmentations, one applied per photo")
     p.add_argument("--no-evaluate", action="store_true", help="skip evaluating the held-out test split")
     for name, (kind, help_text) in _FLAGS.items():
@@ -75,11 +83,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         flags = {name: getattr(args, name) for name in _FLAGS}
         # the old run's photos are encoded in its store: use it unless told otherwise
         flags["store"] = args.store or cfg.store or str(default_store(args.grow_from))
-        # The body stays the old run's unless --finetune-epochs asks otherwise: on butterflies (90 -> 100
-        # species) fine-tuning it again never beat the retrained head, and an unchanged body's pooled
-        # features of the old photos are already in the store.
-        if flags["finetune_epochs"] is None:
-            flags["finetune_epochs"] = 0
+        flags |= {k: v for k, v in GROW_DEFAULTS.items() if flags[k] is None}
         return cfg.updated(grow_from=args.grow_from, data=args.data, out=args.out, **flags)
     cfg = TrainConfig.from_dict(read_config_file(args.config)) if args.config else TrainConfig()
     changes = {name: getattr(args, name) for name in _FLAGS}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import shutil
 import signal
 import time
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
-from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.lr_scheduler import LRScheduler, OneCycleLR
 from tqdm.auto import tqdm
 
 from monkeysee import distributed
@@ -267,7 +268,7 @@ class Trainer:
         net = distributed.data_parallel(_Trainable(head), self.device)
         opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_lr, weight_decay=cfg.weight_decay)
         steps = cfg.head_epochs * -(-len(y_train) // cfg.batch_size)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.head_lr, total_steps=steps, pct_start=0.1)
+        sched = one_cycle(opt, cfg.head_lr, steps, pct_start=0.1)
         self._load_optim(opt, sched, "head")
 
         def train_epoch(gen: torch.Generator) -> tuple[float, float]:
@@ -295,8 +296,7 @@ class Trainer:
                   {"params": list(model.head.parameters()), "lr": cfg.finetune_head_lr}]
         opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
         steps = cfg.finetune_epochs * -(-len(train) // cfg.batch_size)
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, [cfg.finetune_lr, cfg.finetune_head_lr], total_steps=steps, pct_start=0.2)
+        sched = one_cycle(opt, [cfg.finetune_lr, cfg.finetune_head_lr], steps, pct_start=0.2)
         self._load_optim(opt, sched, "finetune")
         if self.progress.phase == "head":  # phase 2 starts from the best head of phase 1
             distributed.barrier()  # rank 0 has written it
@@ -536,6 +536,15 @@ def default_store(run_dir: str | Path) -> Path:
 
 
 BatchForward = Callable[[torch.Tensor, slice, int], torch.Tensor]
+
+
+def one_cycle(opt: torch.optim.Optimizer, max_lr: float | list[float], steps: int,
+              pct_start: float) -> OneCycleLR:
+    """torch's OneCycleLR, except that a warm-up of exactly one step (pct_start * steps == 1, say 10
+    epochs of one batch) divides by zero in torch; that warm-up is made two steps (none, of two)."""
+    if math.isclose(pct_start * steps, 1.0):
+        pct_start = 2 / steps if steps > 2 else 0.25
+    return OneCycleLR(opt, max_lr, total_steps=steps, pct_start=pct_start)
 
 
 def _fit(
