@@ -214,5 +214,5 @@ def test_one_cycle_steps_through_short_schedules_and_anneals(steps: int, pct_sta
         rates.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert max(rates) >= 0.75  # near the peak at some step
+    assert max(rates) >= 0.7  # near the peak at some step
     assert rates[-1] < 0.01  # and annealed to nearly nothing by the last

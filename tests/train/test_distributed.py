@@ -51,9 +51,10 @@ def _run(cmd: list[str], log: Path) -> None:
     assert rc == 0, log.read_text()[-4000:]
 
 
-def _train(out: Path, data: Path, launch: list[str] | None = None) -> Path:
+def _train(out: Path, data: Path, launch: list[str] | None = None, *flags: str) -> Path:
     cmd = (_torchrun(*launch) if launch else [sys.executable, "-m", "monkeysee"])
-    _run([*cmd, "train", "--data", str(data), "--out", str(out), *TRAIN], out.parent / f"{out.name}.log")
+    _run([*cmd, "train", "--data", str(data), "--out", str(out), *TRAIN, *flags],
+         out.parent / f"{out.name}.log")
     return out
 
 
@@ -95,7 +96,8 @@ def runs(synthetic_data, tmp_path_factory):
     """The 1-process reference run and its 2-process twin; both read-only for the tests."""
     root = tmp_path_factory.mktemp("distributed")
     return {"one": _train(root / "one", synthetic_data),
-            "two": _train(root / "two", synthetic_data, _two_ranks())}
+            # a store of its own, so the ranks encode and pool their shares instead of reading run one's
+            "two": _train(root / "two", synthetic_data, _two_ranks(), "--store", str(root / "store-two"))}
 
 
 # --- the helpers alone: a world of one is the plain process --------------------------------------

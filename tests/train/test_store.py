@@ -296,3 +296,18 @@ def test_a_photo_present_twice_is_encoded_once(tmp_path, store, lower, photos):
     report = encode(store, lower, [*samples, Sample(copy, 2)])
     assert (report.photos, lower.images) == (2, 6)
     assert store.split([*samples, Sample(copy, 2)], VIEWS).indices.tolist() == [0, 1, 2]
+
+
+def test_the_pooled_key_follows_every_weight_and_buffer_of_the_body_but_not_its_memory_format():
+    body = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)),
+                               torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3))).eval()
+    frozen = make_key(body[:1], cut=1)
+    pooled = frozen.pooled(body)
+    assert {pooled.table(0), pooled.table(1)}.isdisjoint({frozen.table(0), frozen.table(1)})
+    assert frozen.pooled(body.to(memory_format=torch.channels_last)) == pooled
+    with torch.no_grad():
+        body[1][0].weight[0, 0, 0, 0] += 1e-3  # a trainable stage changed by fine-tuning
+    tuned = frozen.pooled(body)
+    body[0][1].running_mean[0] += 1e-3  # a BatchNorm statistic
+    assert len({pooled, tuned, frozen.pooled(body)}) == 3
+    assert make_key(body[:1], cut=2).pooled(body) != frozen.pooled(body)  # another cut: another split

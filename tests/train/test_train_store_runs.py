@@ -50,8 +50,16 @@ def _seen(run: Path) -> tuple[set[Path], set[Path]]:
 def test_a_second_run_over_the_same_photos_encodes_nothing(tmp_path):
     data = make_dataset(tmp_path / "data", per_class=6)
     runs = tmp_path / "runs"
-    first = _train(tiny_config(data, runs / "a"), runs / "a")
+    trainer = Trainer(tiny_config(data, runs / "a"), runs / "a")
+    pooled, first = _counting_pooled(trainer), []
+    trainer.run(log=first.append)
     assert _encoded(first) == len(_seen(runs / "a")[1])
+    # every view goes through the body once to train the head; the detector's bank pools them again
+    # only where the best epoch fine-tuned the body
+    train, clean = _seen(runs / "a")
+    rows = len(train) * (trainer.cfg.views + 1) + len(clean - train)
+    best = RunDir(runs / "a").read_manifest().metrics["best"]["phase"]
+    assert sum(pooled) == rows * (2 if best == "finetune" else 1)
     trainer = Trainer(tiny_config(data, runs / "b", unknown_detector="knn", head_lr=1e-2, finetune_epochs=0),
                       runs / "b")
     pooled, again = _counting_pooled(trainer), []

@@ -27,9 +27,10 @@ On disk, under `root`::
         <time>-<id>.rows.json      its manifest: content key and view of each row (written after it)
     aug-<16 hex>/                  views 1..n, also keyed by the augmentation and the seed
 
-The same folders also hold pooled features, the head's input (`StoreKey.pooled`: the whole body with
-given weights, average-pooled): training reads them wherever a body it already pooled through comes
-back (a resumed run, another head on the same body, the old photos of a grown run).
+Pooled features, the head's input (`StoreKey.pooled`: the whole body with given weights, average-pooled,
+rows of shape (F,)), are kept the same way in folders of their own under the same root: training reads
+them wherever a body it already pooled through comes back (a resumed run, another head on the same
+body, the old photos of a grown run).
 """
 
 from __future__ import annotations
@@ -151,11 +152,11 @@ class StoreKey:
         return cls(backbone, int(cut), module_fingerprint(lower), precision,
                    transform_fingerprint(clean), aug, int(seed))
 
-    def pooled(self, body: nn.Sequential) -> StoreKey:
-        """The key of the head's input: the output of all of `body` (its current weights), average-pooled.
-
-        Its cut is the number of stages, which no frozen-layer key has (at least one stage trains)."""
-        return replace(self, cut=len(body), weights=module_fingerprint(body))
+    def pooled(self, body: nn.Module) -> StoreKey:
+        """The key of the head's input: the output of all of `body` (its current weights), average-pooled,
+        from this key's frozen-layer activations (so the cut stays part of it: it decides where the
+        computation is split, and so its last bits)."""
+        return replace(self, weights=f"body:{module_fingerprint(body)}")
 
     def table(self, view: int) -> str:
         """Folder name of the table holding `view`: clean (0) or augmented (1..n)."""
@@ -184,7 +185,8 @@ class EncodeReport:
 
 
 class FeatureStore:
-    """Shards of frozen-layer activations under `root`, for one `StoreKey`, read by positioned reads.
+    """Shards of frozen-layer activations (or pooled features) under `root`, for one `StoreKey`, read by
+    positioned reads.
 
     Several stores (keys) can share a root; several processes may write the same store: shard names
     are unique and a row stored twice is read from the older shard.
@@ -375,6 +377,11 @@ class StoreSplit:
         self._store, self._locs = store, locs
         self.targets, self.indices = targets, indices
         self.contents = contents  # each photo's content key, in row order
+
+    @property
+    def store(self) -> FeatureStore:
+        """The store the rows are read from."""
+        return self._store
 
     def __len__(self) -> int:
         return int(self.targets.numel())

@@ -46,9 +46,9 @@ from monkeysee.train.store import FeatureStore, StoreKey, StoreSplit, encode_int
 
 PHASES = ("head", "finetune")
 POOR_KEEP = 0.99
-POOLED_SHARD_ROWS = 4096  # pooled rows per store shard: 10 MB of Lite0's 1280 features in bf16
 """A photo too poor to judge is called "not one of my species" only above the bar that keeps this share of
 the degraded (augmented) views of known training photos, scored out of fold."""
+POOLED_SHARD_ROWS = 4096  # pooled rows per store shard: 10 MB of Lite0's 1280 features in bf16
 AUGMENT_SEED = 0
 """The augmented views of a photo are a property of the photo and the augmentation recipe, not of a
 run: every run (any --seed, head or detector) over the same photos reuses them from the feature store.
@@ -86,7 +86,6 @@ class Trainer:
         self.precision = resolve_precision(cfg.precision, self.device)
         self.spec = get_backbone(cfg.backbone)
         self.progress = Progress()
-        self.store_key: StoreKey  # of the frozen-layer features, once `_caches` has made it
 
     # --- entry points -------------------------------------------------------------------------
 
@@ -213,7 +212,6 @@ class Trainer:
         lower = model.body[:cut].eval().to(memory_format=torch.channels_last)
         clean, aug = eval_transform(pre), train_transform(pre, cfg.augment)
         key = StoreKey.for_encoding(cfg.backbone, cut, lower, clean, aug, self.precision, AUGMENT_SEED)
-        self.store_key = key
         store = FeatureStore(self.store_root(), key)
         self._check_store_fits(lower, index, store)
         t0 = time.perf_counter()
@@ -245,7 +243,9 @@ class Trainer:
             per_view = lower(torch.zeros(1, 3, size, size, device=self.device)).numel()
         missing = len(store.missing(index.train, self.cfg.views)) * (self.cfg.views + 1)
         missing += len(store.missing(index.val, 0))
-        need = missing * per_view * (2 if self.precision == "bf16" else 4)
+        # and the pooled features, at most twice (the head phase's body and the fine-tuned one)
+        pooled = 2 * (len(index.train) * (self.cfg.views + 1) + len(index.val)) * self.spec.num_features
+        need = (missing * per_view + pooled) * (2 if self.precision == "bf16" else 4)
         store.root.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(store.root).free
         if need > 0.9 * free:
@@ -258,7 +258,8 @@ class Trainer:
     def _phase_head(
         self, model: Classifier, upper: nn.Module, caches: dict[str, StoreSplit], log: Callable[[str], None]
     ) -> None:
-        """Frozen body: pooled features are fixed, so they are computed once and the head trains on them."""
+        """Frozen body: pooled features are fixed, so they are pooled once (or read from the store, where
+        this body pooled them before) and the head trains on them."""
         cfg = self.cfg
         feats = {n: self._pooled_views(model, upper, caches[n]) for n in ("train", "val")}
         views = caches["train"].views
@@ -428,7 +429,7 @@ class Trainer:
         frozen-layer activations and added to it. Each rank does its block of the photos; the blocks
         are gathered, so every rank holds all rows."""
         n = split.views if views is None else views
-        pooled = FeatureStore(self.store_root(), self.store_key.pooled(model.body))
+        pooled = FeatureStore(split.store.root, split.store.key.pooled(model.body))
         block = distributed.rows_of(len(split))
         rows = torch.arange(block.start, block.stop)
         return torch.cat([distributed.gather_rows(self._pooled_block(model, upper, split, v, rows, pooled),
