@@ -95,7 +95,7 @@ def test_growing_a_run_encodes_only_the_new_species_and_starts_from_the_old_head
     trainer._caches = spy
     pooled = _counting_pooled(trainer)
     trainer.run(log=logs.append)
-    assert any("2 known species keep their head rows, 1 new" in m for m in logs)
+    assert any("2 known species keep their head rows, 1 new; its body is kept" in m for m in logs)
     new = [p for p in _seen(grown)[1] if p.parent.name == "n2"]
     assert _encoded(logs) == len(new) == 5  # only n2's train and val photos (one of six is held out)
     # the body is the old run's, which pooled the old photos already: only n2's views go through it, once

@@ -190,8 +190,10 @@ class Trainer:
                     model.head.fc.weight[i] = old.model.head.fc.weight[rows[s.label]]
                     model.head.fc.bias[i] = old.model.head.fc.bias[rows[s.label]]
         known = sum(s.label in rows for s in index.species)
+        body = ("its body is kept (--finetune-epochs N fine-tunes it)" if self.cfg.finetune_epochs == 0
+                else f"its body is fine-tuned for up to {self.cfg.finetune_epochs} epochs")
         log(f"growing {self.cfg.grow_from}: {known} known species keep their head rows, "
-            f"{len(index.species) - known} new")
+            f"{len(index.species) - known} new; {body}")
 
     def store_root(self) -> Path:
         """Where the frozen-layer features live: `--store`, else a `feature-store` folder beside the run
