@@ -311,3 +311,28 @@ def test_the_pooled_key_follows_every_weight_and_buffer_of_the_body_but_not_its_
     body[0][1].running_mean[0] += 1e-3  # a BatchNorm statistic
     assert len({pooled, tuned, frozen.pooled(body)}) == 3
     assert make_key(body[:1], cut=2).pooled(body) != frozen.pooled(body)  # another cut: another split
+
+
+def test_the_store_command_lists_each_table_with_what_it_holds_its_rows_and_bytes(store, lower, photos,
+                                                                                  capsys):
+    from monkeysee.cli import main
+    from monkeysee.train.store import describe_store
+    from tests.train.conftest import tiny_body
+
+    encode(store, lower, photos(4))
+    pooled = FeatureStore(store.root, store.key.pooled(tiny_body()))
+    pooled.write(0, torch.zeros(3, 8), ["a", "b", "c"], [0, 0, 0])
+    tables = {t.folder: t for t in describe_store(store.root)}
+    expected = {store.key.table(0): ("frozen layers", "clean", 4),
+                store.key.table(1): ("frozen layers", "augmented", 4 * VIEWS),
+                pooled.key.table(0): ("pooled features", "clean", 3),
+                pooled.key.table(1): ("pooled features", "augmented", 0)}
+    assert {name: (t.what, t.views, t.rows) for name, t in tables.items()} == expected
+    for name, t in tables.items():
+        assert t.bytes == sum(f.stat().st_size for f in (store.root / name).iterdir())
+    assert main(["store", str(store.root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:-1]] == sorted(expected)
+    assert lines[-1].startswith("4 tables, ")
+    assert main(["store", str(store.root / "nowhere")]) == 2
+    assert "feature store not found" in capsys.readouterr().err

@@ -356,6 +356,37 @@ class FeatureStore:
         return StoreSplit(self, locs, targets, torch.tensor(kept, dtype=torch.long), contents)
 
 
+@dataclass(frozen=True)
+class StoredTable:
+    """One table folder of a store, as `describe_store` finds it on disk."""
+
+    folder: str
+    what: str  # "frozen layers" or "pooled features"
+    views: str  # "clean" or "augmented"
+    key: dict[str, Any]
+    rows: int
+    bytes: int
+
+
+def describe_store(root: str | Path) -> list[StoredTable]:
+    """Every table folder under `root`: what it holds, what it is keyed by, its rows and bytes on disk.
+
+    Deleting a folder is always safe: whatever a later run needs from it is computed again."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("feature store not found", fix="pass the folder given as --store (default: "
+                        "feature-store/ beside the run folders)", path=root)
+    tables = []
+    for folder in sorted(p for p in root.iterdir() if (p / "key.json").is_file()):
+        key = json.loads((folder / "key.json").read_text())
+        rows = sum(len(json.loads(m.read_text())["contents"]) for m in folder.glob("*.rows.json"))
+        size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        what = "pooled features" if str(key.get("weights", "")).startswith("body:") else "frozen layers"
+        views = "clean" if folder.name.startswith("clean-") else "augmented"
+        tables.append(StoredTable(folder.name, what, views, key, rows, size))
+    return tables
+
+
 def _read_at(fp: BinaryIO, into: np.ndarray, offset: int) -> int:
     """Read len(into) bytes at `offset` straight into `into`: one pread where the OS has it."""
     buffer = memoryview(into)  # type: ignore[arg-type]  # a contiguous uint8 row: a writable buffer
