@@ -453,9 +453,9 @@ class Trainer:
             fresh = self._pooled(model, upper, (split.gather(view, r) for r in todo.split(256)))
             fresh = fresh.to(pooled.key.dtype)
             out[~have] = fresh.float()
-            size = POOLED_SHARD_ROWS
+            size, table = POOLED_SHARD_ROWS, 0 if view == 0 else 1
             for part, feats in zip(todo.split(size), fresh.split(size), strict=True):
-                pooled.write(view, feats, [split.contents[i] for i in part.tolist()], [view] * len(part))
+                pooled.write(table, feats, [split.contents[i] for i in part.tolist()], [view] * len(part))
         return out
 
     # --- after training -----------------------------------------------------------------------
