@@ -317,7 +317,6 @@ def test_the_store_command_lists_each_table_with_what_it_holds_its_rows_and_byte
                                                                                   capsys):
     from monkeysee.cli import main
     from monkeysee.train.store import describe_store
-    from tests.train.conftest import tiny_body
 
     encode(store, lower, photos(4))
     pooled = FeatureStore(store.root, store.key.pooled(tiny_body()))

@@ -68,6 +68,7 @@ SHARD_ROWS = 512
 """Rows per shard: about 9.6 MB at the EfficientNet-Lite0 default cut in bf16; a kill loses at most one."""
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+_POOLED = "body:"  # how a pooled key's weights fingerprint starts: it is of the whole body
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
@@ -156,7 +157,7 @@ class StoreKey:
         """The key of the head's input: the output of all of `body` (its current weights), average-pooled,
         from this key's frozen-layer activations (so the cut stays part of it: it decides where the
         computation is split, and so its last bits)."""
-        return replace(self, weights=f"body:{module_fingerprint(body)}")
+        return replace(self, weights=f"{_POOLED}{module_fingerprint(body)}")
 
     def table(self, view: int) -> str:
         """Folder name of the table holding `view`: clean (0) or augmented (1..n)."""
@@ -381,7 +382,7 @@ def describe_store(root: str | Path) -> list[StoredTable]:
         key = json.loads((folder / "key.json").read_text())
         rows = sum(len(json.loads(m.read_text())["contents"]) for m in folder.glob("*.rows.json"))
         size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-        what = "pooled features" if str(key.get("weights", "")).startswith("body:") else "frozen layers"
+        what = "pooled features" if str(key.get("weights", "")).startswith(_POOLED) else "frozen layers"
         views = "clean" if folder.name.startswith("clean-") else "augmented"
         tables.append(StoredTable(folder.name, what, views, key, rows, size))
     return tables
