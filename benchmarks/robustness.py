@@ -5,6 +5,7 @@ augmentations, no temperature, the validation-only unknown threshold), trained i
     python benchmarks/robustness.py [--data ../shared/data/monkeys] [--ood ../shared/data/not-monkeys]
                                     [--out runs/robustness] [--severities 3 5] [--tta hflip hflip+zoom]
                                     [--views N ...] [--unfreeze N ...] [--add-op bars ...]
+                                    [--backbone efficientnet_lite2 ...]
 
 Both runs use the same seed, so their held-out test split (never used for training, epochs, the
 threshold or the temperature) is the same photos. The default run is also evaluated with test-time
@@ -95,6 +96,7 @@ def main() -> None:
                     help="also train the default fine-tuning the top N stages (default recipe: 2)")
     ap.add_argument("--add-op", nargs="*", default=[], metavar="OP",
                     help="also train the default with this augmentation added to its ops (e.g. bars)")
+    ap.add_argument("--backbone", nargs="*", default=[], help="also train the default on this backbone")
     ap.add_argument("--tta", nargs="*", default=["hflip", "hflip+zoom"],
                     help="also evaluate the default run with these test-time views ('+' joins views)")
     args = ap.parse_args()
@@ -109,6 +111,7 @@ def main() -> None:
                  for n in args.unfreeze]
     variants += [(f"default+{op}", f"default-plus-{op}", {"augment": AugmentConfig(ops=(*DEFAULT_OPS, op))},
                   True, ()) for op in args.add_op]
+    variants += [(f"default-{b}", f"default-{b}", {"backbone": b}, True, ()) for b in args.backbone]
     for column, name, changes, quality, tta in variants:
         run, seconds = train(name, args.data, args.out, **changes)
         t0 = time.perf_counter()

@@ -18,18 +18,36 @@ from monkeysee.train.store import FeatureStore, StoreKey
 SIZE = 16
 
 
+class Tally:
+    """Counts shared by a module and its copies: encoding runs a folded copy (models.fold) of it."""
+
+    def __init__(self) -> None:
+        self.images = self.calls = 0
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Tally:
+        return self
+
+
 class Counting(nn.Module):
-    """Wraps a module and counts the images it is run on (the cost the store exists to avoid)."""
+    """Wraps a module and counts the images it, or a copy of it, is run on (the cost the store exists
+    to avoid)."""
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
-        self.images = 0
-        self.calls = 0
+        self.tally = Tally()
+
+    @property
+    def images(self) -> int:
+        return self.tally.images
+
+    @property
+    def calls(self) -> int:
+        return self.tally.calls
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.images += len(x)
-        self.calls += 1
+        self.tally.images += len(x)
+        self.tally.calls += 1
         return self.inner(x)
 
 

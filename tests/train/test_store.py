@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,7 @@ def test_an_unchanged_photo_under_a_new_path_is_not_encoded_again(tmp_path, stor
         ({"cut": 1}, 12),
         ({"seed": 1}, 8),  # the clean views are shared, only the augmented ones differ
         ({"flip": 1.0}, 8),
+        ({"folded": False}, 12),  # BatchNorm computed apart from its convolution: other last bits
         ({}, 0),
     ],
 )
@@ -88,8 +90,29 @@ def test_a_changed_key_encodes_again_and_an_unchanged_one_does_not(tmp_path, sto
     other = Counting(tiny_body()[:cut])
     key = make_key(other, backbone=change.get("backbone", "tiny"), cut=cut, flip=change.get("flip", 0.5),
                    seed=change.get("seed", 0))
+    key = replace(key, folded=change.get("folded", True))
     encode(FeatureStore(tmp_path / "store", key), other, samples, flip=change.get("flip", 0.5))
     assert other.images == expected_images
+
+
+def test_a_body_with_batchnorm_is_encoded_folded_and_the_rows_match_the_unfolded_ones(tmp_path, photos):
+    torch.manual_seed(0)
+    body = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4),
+                               torch.nn.ReLU()).eval()
+    with torch.no_grad():
+        body[1].running_mean.uniform_(-1, 1)
+        body[1].running_var.uniform_(0.5, 2)
+    samples = photos(3)
+    key = make_key(body)
+    rows = {}
+    for fold in (True, False):
+        store = FeatureStore(tmp_path / "store", replace(key, folded=fold))
+        encode(store, body, samples)
+        rows[fold] = everything(store, samples)
+    assert rows[True].shape == (VIEWS + 1, 3, 4, 16, 16)
+    assert not torch.equal(rows[True], rows[False])  # two tables, each computed its own way
+    torch.testing.assert_close(rows[True], rows[False], rtol=1e-5, atol=1e-5)
+    assert isinstance(body[1], torch.nn.BatchNorm2d)  # encoding folded a copy, never the body
 
 
 def test_other_frozen_weights_are_another_key_and_refused_under_the_old_one(store, photos):

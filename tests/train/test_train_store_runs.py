@@ -31,8 +31,8 @@ def _counting_pooled(trainer: Trainer) -> list[int]:
     counts: list[int] = []
     original = trainer._pooled
 
-    def spy(model, upper, chunks):
-        out = original(model, upper, chunks)
+    def spy(model, upper, chunks, fold):
+        out = original(model, upper, chunks, fold)
         counts.append(len(out))
         return out
 

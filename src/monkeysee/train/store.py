@@ -59,6 +59,7 @@ from monkeysee.data.images import load_rgb, load_rgb_bytes
 from monkeysee.data.layout import Sample, Skipped
 from monkeysee.errors import ConfigError, DataError, ImageError
 from monkeysee.io import atomic_write_json
+from monkeysee.models.fold import folded
 from monkeysee.runtime import autocast
 
 Transform = Callable[[Image.Image], torch.Tensor]
@@ -131,6 +132,7 @@ class StoreKey:
     clean: str  # transform_fingerprint of the eval transform (view 0)
     augment: str  # transform_fingerprint of the training transform (views 1..n); "" when none
     seed: int
+    folded: bool = True  # computed with BatchNorm folded into the convolutions (models.fold): its last bits
 
     def __post_init__(self) -> None:
         if self.precision not in _DTYPES:
@@ -554,6 +556,7 @@ def encode_into(
     if not jobs:
         return report
     device = torch.device(device)
+    net = folded(lower) if store.key.folded else lower
     per_photo = max(len(j.views) for j in jobs)
     loader = DataLoader(_MissingViews(jobs, clean, augmented, store.key.seed),
                         batch_size=max(1, batch_size // per_photo), num_workers=workers,
@@ -583,7 +586,7 @@ def encode_into(
                 continue
             x = torch.cat([item[0] for item in good]).to(device).contiguous(memory_format=torch.channels_last)
             with autocast(store.key.precision, device):
-                out = lower(x).to(store.key.dtype).cpu()
+                out = net(x).to(store.key.dtype).cpu()
             view_of = [v for item in good for v in item[1]]
             content_of = [item[2] for item in good for _ in item[1]]
             for table in (0, 1):

@@ -39,6 +39,7 @@ from monkeysee.io import atomic_write_bytes, atomic_write_json
 from monkeysee.models import Classifier, Head, create_model, get_backbone
 from monkeysee.models.balance import class_weights
 from monkeysee.models.calibration import Calibration, crossfit_threshold, fit_temperature
+from monkeysee.models.fold import folded
 from monkeysee.models.unknown import DetectorState, UnknownDetector, build_detector, calibrate_threshold
 from monkeysee.rundir import CURVES, RunDir
 from monkeysee.runtime import autocast, pick_device, resolve_precision, seed_everything
@@ -414,12 +415,13 @@ class Trainer:
             sched.load_state_dict(saved["scheduler"])
 
     @torch.no_grad()
-    def _pooled(self, model: Classifier, upper: nn.Module, chunks: Iterable[torch.Tensor]) -> torch.Tensor:
-        upper.eval()
+    def _pooled(self, model: Classifier, upper: nn.Module, chunks: Iterable[torch.Tensor],
+                fold: bool) -> torch.Tensor:
+        net = folded(upper) if fold else upper.eval()  # a copy, computing what StoreKey.folded says
         out = []
         for chunk in chunks:
             with autocast(self.precision, self.device):
-                out.append(model.head.pooled(upper(chunk.to(self.device).float())).float().cpu())
+                out.append(model.head.pooled(net(chunk.to(self.device).float())).float().cpu())
         return torch.cat(out) if out else torch.empty(0, model.num_features)
 
     def _pooled_views(self, model: Classifier, upper: nn.Module, split: StoreSplit,
@@ -450,7 +452,8 @@ class Trainer:
         todo = rows[~have]
         if len(todo):
             # rounded to the stored dtype, so a run that computes them equals one that reads them back
-            fresh = self._pooled(model, upper, (split.gather(view, r) for r in todo.split(256)))
+            fresh = self._pooled(model, upper, (split.gather(view, r) for r in todo.split(256)),
+                                 pooled.key.folded)
             fresh = fresh.to(pooled.key.dtype)
             out[~have] = fresh.float()
             size, table = POOLED_SHARD_ROWS, 0 if view == 0 else 1
