@@ -9,7 +9,8 @@ real butterfly photos from ../shared/data (224x224 JPEGs), in this one run:
    (what the store does), .npy memory maps, and safetensors.
 2. Encode speed, clean view, photos/s: (a) plain eager fp32, photo by photo: PIL open, eval transform,
    forward; (b) the same batched (what a careful loop does); (c) `encode_into` (bf16 autocast where
-   the CPU has it, channels-last, decoding ahead in DataLoader workers, shards written as it goes).
+   the CPU has it, channels-last, BatchNorm folded into the convolutions, decoding ahead in DataLoader
+   workers, shards written as it goes); (c''') the same without folding.
    Also (d) `encode_into` with 5 augmented views per photo, the training set's real workload.
 3. Peak RSS of a fresh process encoding N photos (1 augmented view) into a store and then reading one
    epoch of mini-batches, for each N in --rss: flat means memory does not grow with the data set.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import resource
@@ -145,10 +147,11 @@ def eager_batched(lower: torch.nn.Module, samples: list[Sample], batch: int = 64
 
 
 def store_speed(lower: torch.nn.Module, cut: int, samples: list[Sample], views: int, workers: int,
-                precision: str, batch: int = 64) -> float:
+                precision: str, batch: int = 64, fold: bool = True) -> float:
     pre = get_backbone(BACKBONE).preprocess
     clean, aug = eval_transform(pre), train_transform(pre)
     key = StoreKey.for_encoding(BACKBONE, cut, lower, clean, aug, precision, seed=0)
+    key = dataclasses.replace(key, folded=fold)
     with tempfile.TemporaryDirectory() as tmp:
         store = FeatureStore(Path(tmp), key)
         report = encode_into(store, lower, samples, clean, aug, views, batch_size=batch, workers=workers,
@@ -171,6 +174,8 @@ def speed(n: int, workers: int, rounds: int) -> None:
         f"c'. encode_into fp32, workers={workers}":
             lambda: store_speed(fast, cut, samples, 0, workers, "fp32"),
         f"c''. encode_into {precision}, workers=0": lambda: store_speed(fast, cut, samples, 0, 0, precision),
+        f"c'''. encode_into {precision}, BatchNorm not folded":
+            lambda: store_speed(fast, cut, samples, 0, workers, precision, fold=False),
         f"d. encode_into {precision}, clean + 5 augmented views":
             lambda: store_speed(fast, cut, samples, 5, workers, precision),
     }
