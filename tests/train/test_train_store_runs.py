@@ -31,8 +31,8 @@ def _counting_pooled(trainer: Trainer) -> list[int]:
     counts: list[int] = []
     original = trainer._pooled
 
-    def spy(model, upper, chunks, fold):
-        out = original(model, upper, chunks, fold)
+    def spy(model, net, chunks):
+        out = original(model, net, chunks)
         counts.append(len(out))
         return out
 

@@ -43,8 +43,8 @@ def _fold_children(module: nn.Module) -> None:
 
 
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
-    return (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats
-            and bn.running_mean is not None and bn.num_features == conv.out_channels)
+    return (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.running_mean is not None
+            and bn.num_features == conv.out_channels)
 
 
 def _merge(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:

@@ -415,9 +415,9 @@ class Trainer:
             sched.load_state_dict(saved["scheduler"])
 
     @torch.no_grad()
-    def _pooled(self, model: Classifier, upper: nn.Module, chunks: Iterable[torch.Tensor],
-                fold: bool) -> torch.Tensor:
-        net = folded(upper) if fold else upper.eval()  # a copy, computing what StoreKey.folded says
+    def _pooled(self, model: Classifier, net: nn.Module, chunks: Iterable[torch.Tensor]) -> torch.Tensor:
+        """The head's input for each chunk of frozen-layer activations, through `net` (the trainable
+        stages as `_pooled_views` prepared them, in eval mode)."""
         out = []
         for chunk in chunks:
             with autocast(self.precision, self.device):
@@ -436,11 +436,12 @@ class Trainer:
         pooled = FeatureStore(split.store.root, split.store.key.pooled(model.body))
         block = distributed.rows_of(len(split))
         rows = torch.arange(block.start, block.stop)
-        return torch.cat([distributed.gather_rows(self._pooled_block(model, upper, split, v, rows, pooled),
+        net = folded(upper) if pooled.key.folded else upper.eval()  # folded: a copy, as the key says
+        return torch.cat([distributed.gather_rows(self._pooled_block(model, net, split, v, rows, pooled),
                                                   len(split))
                           for v in range(n)])
 
-    def _pooled_block(self, model: Classifier, upper: nn.Module, split: StoreSplit, view: int,
+    def _pooled_block(self, model: Classifier, net: nn.Module, split: StoreSplit, view: int,
                       rows: torch.Tensor, pooled: FeatureStore) -> torch.Tensor:
         """Pooled features of `view` of the photos at `rows`: read where stored, else computed and stored."""
         contents = [split.contents[i] for i in rows.tolist()]
@@ -452,8 +453,7 @@ class Trainer:
         todo = rows[~have]
         if len(todo):
             # rounded to the stored dtype, so a run that computes them equals one that reads them back
-            fresh = self._pooled(model, upper, (split.gather(view, r) for r in todo.split(256)),
-                                 pooled.key.folded)
+            fresh = self._pooled(model, net, (split.gather(view, r) for r in todo.split(256)))
             fresh = fresh.to(pooled.key.dtype)
             out[~have] = fresh.float()
             size, table = POOLED_SHARD_ROWS, 0 if view == 0 else 1
