@@ -42,7 +42,8 @@ def worker(run: Path, data: Path, store_root: Path, views: int, report: Path) ->
     from monkeysee.predict import Predictor
     from monkeysee.rundir import RunDir
     from monkeysee.runtime import resolve_precision
-    from monkeysee.train.store import FeatureStore, StoreKey, encode_into
+    from monkeysee.train.encode import encode_into
+    from monkeysee.train.store import FeatureStore, StoreKey
 
     device = distributed.start(torch.device("cpu"))
     loaded = RunDir(run).load(device)

@@ -40,7 +40,8 @@ from monkeysee.data.layout import Sample
 from monkeysee.data.transforms import eval_transform
 from monkeysee.models import create_model, get_backbone
 from monkeysee.runtime import resolve_precision, tune_malloc
-from monkeysee.train.store import FeatureStore, StoreKey, encode_into
+from monkeysee.train.encode import encode_into
+from monkeysee.train.store import FeatureStore, StoreKey
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "butterflies"
 BACKBONE = "efficientnet_lite0"

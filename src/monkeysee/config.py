@@ -1,12 +1,15 @@
 """Typed training configuration: defaults here, optionally overridden by a JSON/TOML file, then by the
-CLI. The resolved config is written into every run folder and into the checkpoint manifest."""
+CLI. The config is resolved here once (`resolved`, `resumed`), every value checked by type and range
+before any work, and written into every run folder and into the checkpoint manifest."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+import math
+import types
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from monkeysee.data.augment import AugmentConfig
 from monkeysee.errors import ConfigError
@@ -51,6 +54,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Every setting is checked here, before any photo is read or any layer computed."""
+        _check_types(self)
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
         from monkeysee.models import get_backbone
         from monkeysee.models.balance import CLASS_WEIGHTS
         from monkeysee.models.unknown import DETECTORS
@@ -100,6 +107,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config of a file's settings (missing ones take their defaults); unknown or ill-typed
+        settings are a ConfigError naming them."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config holds named settings, not {type(d).__name__} {_shown(d)}",
+                              fix='write a JSON object (e.g. {"head_epochs": 30}) or TOML key = value lines')
         known = {f.name for f in fields(cls)}
         extra = sorted(set(d) - known)
         if extra:
@@ -109,6 +121,11 @@ class TrainConfig:
         if isinstance(d.get("augment"), dict):
             d["augment"] = AugmentConfig.from_dict(d["augment"])
         return cls(**d)
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Each setting's default value."""
+        return cls().to_dict()
 
     @classmethod
     def from_recorded(cls, d: dict[str, Any]) -> TrainConfig:
@@ -125,6 +142,79 @@ class TrainConfig:
 RECORDED_BEFORE: dict[str, Any] = {"class_weights": "none"}
 """What a run recorded before a setting existed did: runs trained before class weights used none."""
 
+RESUMABLE = ("data", "workers", "device", "store", "unknown_detector", "unknown_keep", "unknown_calibration",
+             "calibration")
+"""Settings a resumed run may change: where the photos are, how it runs, and what is decided after the
+last epoch. Anything else would mix two recipes in one model."""
+
+
+def resolved(base: dict[str, Any], changes: dict[str, Any], *, recorded: bool = False) -> TrainConfig:
+    """The config of `base` (a config file's settings, or with `recorded` a run's recorded config) with
+    the non-None `changes` (command-line flags) applied, checked once as a whole."""
+    merged = {**base, **{k: v for k, v in changes.items() if v is not None}}
+    return TrainConfig.from_recorded(merged) if recorded else TrainConfig.from_dict(merged)
+
+
+def resumed(recorded: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
+    """The config a run recorded with the non-None settings `given` to `--resume` applied (a new device,
+    say, where it was trained on one this machine lacks), or a ConfigError naming a setting that would
+    change what has already been computed."""
+    if not isinstance(recorded, dict):
+        raise ConfigError("the recorded config is not a set of named settings",
+                          fix="start a new run with --out NEW_FOLDER")
+    was = {**TrainConfig.defaults(), **RECORDED_BEFORE, **recorded}
+    changed = {k: v for k, v in given.items() if v is not None and was.get(k) != v}
+    fixed = sorted(k for k in changed if k not in RESUMABLE)
+    if fixed:
+        shown = ", ".join(f"--{k.replace('_', '-')} {changed[k]} (recorded: {was.get(k)})" for k in fixed)
+        raise ConfigError(f"{shown} would change a run that is half done",
+                          fix="drop those flags to resume with the recorded settings, or start a new run "
+                              "with --out NEW_FOLDER")
+    return resolved(recorded, changed, recorded=True)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kinds(hint: Any) -> tuple[Any, ...]:  # noqa: ANN401 - a type hint
+    """The types a field's hint allows: `int | None` -> (int, NoneType)."""
+    if get_origin(hint) in (Union, types.UnionType):
+        return get_args(hint)
+    return (hint,)
+
+
+def _fits(value: object, kind: Any) -> bool:  # noqa: ANN401 - a type hint
+    if kind is type(None):
+        return value is None
+    if kind is float:  # a whole number is a number too; booleans are not
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+_WORDS = {str: "text", int: "a whole number", float: "a finite number", type(None): "unset (null)",
+          AugmentConfig: "a table of augmentation settings"}
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    """Each setting of the type its field declares, or a ConfigError naming the setting and an example;
+    a whole number where a fraction belongs is taken as that number."""
+    hints = get_type_hints(TrainConfig)
+    for f in fields(cfg):
+        value, kinds = getattr(cfg, f.name), _kinds(hints[f.name])
+        if not any(_fits(value, k) for k in kinds):
+            must = " or ".join(_WORDS.get(k, getattr(k, "__name__", str(k))) for k in kinds)
+            example = f.default if f.default is not MISSING and f.default is not None else None
+            flag = "--" + f.name.replace("_", "-")
+            fix = (f"pass e.g. {flag} {example}, or write {f.name} = {json.dumps(example)} in the config file"
+                   if example is not None else f"pass {flag} with {must}, or correct the config file")
+            raise ConfigError(f"{f.name} must be {must}, not {_shown(value)}", fix=fix)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(cfg, f.name, float(value))
+
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON or TOML config file (a run's own config.json works too)."""
@@ -135,7 +225,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         if path.suffix == ".toml":
             import tomllib
 
-            return tomllib.loads(path.read_text())
-        return json.loads(path.read_text())
+            values = tomllib.loads(path.read_text())
+        else:
+            values = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot parse config ({exc})", fix="write valid JSON or TOML", path=path) from exc
+    if not isinstance(values, dict):
+        raise ConfigError(f"the config file holds {type(values).__name__} {_shown(values)}, not settings",
+                          fix='write a JSON object such as {"head_epochs": 30}, or TOML lines key = value',
+                          path=path)
+    return values

@@ -19,6 +19,7 @@ import csv
 import hashlib
 import io
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load as load_numpy_bytes
 from safetensors.torch import load as load_torch_bytes
+from safetensors.torch import load_file
 
-from monkeysee.checkpoint import Manifest, tensor_bytes
+from monkeysee.checkpoint import Manifest, atomic_save_tensors, tensor_bytes
 from monkeysee.data.layout import DataIndex
 from monkeysee.errors import CheckpointError, DataError
 from monkeysee.io import atomic_write_bytes, atomic_write_json
@@ -48,6 +50,10 @@ WEIGHTS = "model.safetensors"
 UNKNOWN = "unknown.safetensors"
 STATE = "state"
 EVAL = "eval"
+PROGRESS = "progress.json"
+LAST = "last.safetensors"
+BEST = "best.safetensors"
+OPTIMIZER = "optimizer.pt"
 
 _RERUN = "re-run training, or copy the whole run folder again"
 
@@ -80,8 +86,9 @@ class RunDir:
         return self.path / name
 
     @property
-    def state(self) -> Path:
-        return self.path / STATE
+    def state(self) -> RunState:
+        """The resume state of an unfinished training run."""
+        return RunState(self.path / STATE)
 
     def eval_dir(self, split: str) -> Path:
         return self.path / EVAL / split
@@ -93,6 +100,16 @@ class RunDir:
 
     def is_finished(self) -> bool:
         return self.file(MANIFEST).is_file()
+
+    def discard_start(self, created: bool) -> None:
+        """Remove what a training start wrote before its first epoch was saved (the config, the splits,
+        the state folder), and the folder itself when the start `created` it and nothing else is there,
+        so the same command can run again."""
+        for name in (CONFIG, SPLITS, SUMMARY, HISTORY, HISTORY_CSV):
+            self.file(name).unlink(missing_ok=True)
+        shutil.rmtree(self.path / STATE, ignore_errors=True)
+        if created and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
 
     # --- what was asked, what data it saw, how training went ---------------------------------------------
 
@@ -247,6 +264,57 @@ class RunDir:
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot read {name} ({exc})", fix="re-run the step that wrote it",
                                   path=path) from exc
+
+
+class RunState:
+    """The resume state of an unfinished training run, in its `state/` folder: the last completed
+    epoch's weights, optimizer and progress, and the best epoch's weights. Every write is atomic."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __repr__(self) -> str:
+        return f"RunState({str(self.folder)!r})"
+
+    def read_progress(self) -> dict[str, Any] | None:
+        """What has been completed, or None before the first epoch was saved."""
+        path = self.folder / PROGRESS
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot read {PROGRESS} ({exc})", fix="start the run again with a new "
+                                  "--out", path=path) from exc
+
+    def save(self, weights: dict[str, torch.Tensor], optimizer: dict[str, Any],
+             progress: dict[str, Any]) -> None:
+        """The last epoch's weights, then the optimizer, then the progress: progress never runs ahead."""
+        atomic_save_tensors(self.folder / LAST, weights)
+        buf = io.BytesIO()
+        torch.save(optimizer, buf)
+        atomic_write_bytes(self.folder / OPTIMIZER, buf.getvalue())
+        atomic_write_json(self.folder / PROGRESS, progress)
+
+    def save_best(self, weights: dict[str, torch.Tensor]) -> None:
+        atomic_save_tensors(self.folder / BEST, weights)
+
+    def last_weights(self) -> dict[str, torch.Tensor] | None:
+        """The last completed epoch's weights, or None before the first."""
+        path = self.folder / LAST
+        return load_file(str(path)) if path.is_file() else None
+
+    def best_weights(self) -> dict[str, torch.Tensor]:
+        path = self.folder / BEST
+        if not path.is_file():
+            raise CheckpointError("no best epoch was saved", fix="resume the run with --resume, or start "
+                                  "it again with a new --out", path=path)
+        return load_file(str(path))
+
+    def optimizer(self) -> dict[str, Any] | None:
+        """What `save` stored as the optimizer's state, or None."""
+        path = self.folder / OPTIMIZER
+        return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
 
 
 def load_run(directory: str | Path, device: str | torch.device = "cpu") -> LoadedRun:

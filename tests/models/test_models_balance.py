@@ -29,11 +29,11 @@ def test_weights_are_normalised_to_a_mean_of_one_per_photo() -> None:
 
 
 def test_fit_steps_on_the_weighted_loss() -> None:
-    """One full-batch SGD step of the trainer's `_fit` with inverse weights equals a step on the mean of
+    """One full-batch SGD step of the trainer's `fit_epoch` with inverse weights equals a step on the mean of
     per-photo losses times their species' weights, computed here by hand."""
     import copy
 
-    from monkeysee.train.trainer import _fit
+    from monkeysee.train.steps import fit_epoch
 
     torch.manual_seed(0)
     x, y = torch.randn(6, 4), torch.tensor([0, 0, 0, 0, 0, 1])  # 5 photos of species 0, 1 of species 1
@@ -44,7 +44,7 @@ def test_fit_steps_on_the_weighted_loss() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     cfg = TrainConfig(batch_size=6, label_smoothing=0.0)
-    loss, _ = _fit(lambda i, rows, batch: model(x[i]), y, torch.arange(6), opt, sched, cfg, w)
+    loss, _ = fit_epoch(lambda i, rows, batch: model(x[i]), y, torch.arange(6), opt, sched, cfg, w)
     by_hand = (F.cross_entropy(reference(x), y, reduction="none") * w[y]).mean()
     plain = F.cross_entropy(reference(x), y)
     by_hand.backward()

@@ -205,7 +205,7 @@ def test_evaluate_cli_on_other_splits(tiny_run: Path, split: str, capsys, tmp_pa
 @pytest.mark.parametrize(("steps", "pct_start"), [(10, 0.1), (5, 0.2), (2, 0.5), (40, 0.1)])
 def test_one_cycle_steps_through_short_schedules_and_anneals(steps: int, pct_start: float):
     """torch's OneCycleLR divides by zero where the warm-up is one step (10 epochs of one batch at 0.1)."""
-    from monkeysee.train.trainer import one_cycle
+    from monkeysee.train.steps import one_cycle
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = one_cycle(opt, 1.0, steps, pct_start)

@@ -16,7 +16,8 @@ import torch
 
 from monkeysee.data.layout import Sample
 from monkeysee.errors import ConfigError
-from monkeysee.train.store import FeatureStore, StoreKey, encode_into
+from monkeysee.train.encode import encode_into
+from monkeysee.train.store import FeatureStore, StoreKey
 from tests.train.conftest import Counting, aug_transform, clean_transform, make_key, tiny_body, write_photo
 
 VIEWS = 2
@@ -222,8 +223,8 @@ def test_augmented_views_do_not_depend_on_order_batching_or_workers(tmp_path, ph
 def test_reading_gives_back_exactly_what_was_written(tmp_path, lower, precision, dtype):
     store = FeatureStore(tmp_path / "store", make_key(lower, precision=precision))
     acts = torch.randn(5, 6, 4, 4).to(dtype)
-    store.write(1, acts[:3], ["a", "b", "c"], [1, 1, 2])
-    store.write(1, acts[3:], ["c", "a"], [1, 2])
+    store.write(acts[:3], ["a", "b", "c"], [1, 1, 2])
+    store.write(acts[3:], ["c", "a"], [1, 2])
     assert store.read(["a", "c", "a"], [2, 2, 1]).dtype == dtype
     assert torch.equal(store.read(["a", "c", "a", "b"], [2, 2, 1, 1]), acts[[4, 2, 0, 1]])
     assert torch.equal(FeatureStore(tmp_path / "store", store.key).read(["c"], 1), acts[[3]])
@@ -244,7 +245,7 @@ def test_reading_the_whole_store_does_not_keep_it_in_process_memory(tmp_path, lo
     names = [f"p{i}" for i in range(64)]
     acts = torch.randn(64, 64, 32, 32)
     for part in range(0, 64, 16):  # 4 shards of 16 rows x 256 KB = 16 MB in all
-        store.write(0, acts[part:part + 16], names[part:part + 16], [0] * 16)
+        store.write(acts[part:part + 16], names[part:part + 16], [0] * 16)
     before = _rss_file_mb()
     for i in range(0, 64, 8):
         assert torch.equal(store.read(names[i:i + 8], 0), acts[i:i + 8])
@@ -257,7 +258,7 @@ def test_a_shard_that_does_not_match_its_manifest_is_refused_with_its_name(tmp_p
     from monkeysee.errors import DataError
 
     store = FeatureStore(tmp_path / "store", make_key(lower))
-    store.write(0, torch.randn(2, 6, 4, 4), ["a", "b"], [0, 0])
+    store.write(torch.randn(2, 6, 4, 4), ["a", "b"], [0, 0])
     shard = next((tmp_path / "store").rglob("*.npy"))
     np.save(shard, np.zeros((2, 6, 4, 5), dtype=np.float32))  # another shape under the same name
     expected = "shape (6, 4, 5), not the float32 rows of shape (6, 4, 4)"
@@ -326,7 +327,7 @@ def test_the_pooled_key_follows_every_weight_and_buffer_of_the_body_but_not_its_
                                torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3))).eval()
     frozen = make_key(body[:1], cut=1)
     pooled = frozen.pooled(body)
-    assert {pooled.table(0), pooled.table(1)}.isdisjoint({frozen.table(0), frozen.table(1)})
+    assert {pooled.folder(0), pooled.folder(1)}.isdisjoint({frozen.folder(0), frozen.folder(1)})
     assert frozen.pooled(body.to(memory_format=torch.channels_last)) == pooled
     with torch.no_grad():
         body[1][0].weight[0, 0, 0, 0] += 1e-3  # a trainable stage changed by fine-tuning
@@ -343,12 +344,12 @@ def test_the_store_command_lists_each_table_with_what_it_holds_its_rows_and_byte
 
     encode(store, lower, photos(4))
     pooled = FeatureStore(store.root, store.key.pooled(tiny_body()))
-    pooled.write(0, torch.zeros(3, 8), ["a", "b", "c"], [0, 0, 0])
+    pooled.write(torch.zeros(3, 8), ["a", "b", "c"], [0, 0, 0])
     tables = {t.folder: t for t in describe_store(store.root)}
-    expected = {store.key.table(0): ("frozen layers", "clean", 4),
-                store.key.table(1): ("frozen layers", "augmented", 4 * VIEWS),
-                pooled.key.table(0): ("pooled features", "clean", 3),
-                pooled.key.table(1): ("pooled features", "augmented", 0)}
+    expected = {store.key.folder(0): ("frozen layers", "clean", 4),
+                store.key.folder(1): ("frozen layers", "augmented", 4 * VIEWS),
+                pooled.key.folder(0): ("pooled features", "clean", 3),
+                pooled.key.folder(1): ("pooled features", "augmented", 0)}
     assert {name: (t.what, t.views, t.rows) for name, t in tables.items()} == expected
     for name, t in tables.items():
         assert t.bytes == sum(f.stat().st_size for f in (store.root / name).iterdir())

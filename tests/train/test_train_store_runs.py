@@ -11,6 +11,7 @@ import torch
 
 from monkeysee.cli import main
 from monkeysee.rundir import RunDir
+from monkeysee.train.store import describe_store
 from monkeysee.train.trainer import Trainer
 from tests.conftest import make_dataset, tiny_config
 
@@ -26,18 +27,12 @@ def _train(cfg, out: Path) -> list[str]:
     return logs
 
 
-def _counting_pooled(trainer: Trainer) -> list[int]:
-    """Patch `trainer` to record how many views it pools through the body (not read from the store)."""
-    counts: list[int] = []
-    original = trainer._pooled
-
-    def spy(model, net, chunks):
-        out = original(model, net, chunks)
-        counts.append(len(out))
-        return out
-
-    trainer._pooled = spy
-    return counts
+def _pooled_rows(store: Path) -> int:
+    """Rows of pooled features in the feature store: every view pooled through a body (not read back) is
+    stored there."""
+    if not store.is_dir():
+        return 0
+    return sum(t.rows for t in describe_store(store) if t.what == "pooled features")
 
 
 def _seen(run: Path) -> tuple[set[Path], set[Path]]:
@@ -50,8 +45,8 @@ def _seen(run: Path) -> tuple[set[Path], set[Path]]:
 def test_a_second_run_over_the_same_photos_encodes_nothing(tmp_path):
     data = make_dataset(tmp_path / "data", per_class=6)
     runs = tmp_path / "runs"
-    trainer = Trainer(tiny_config(data, runs / "a"), runs / "a")
-    pooled, first = _counting_pooled(trainer), []
+    trainer, store = Trainer(tiny_config(data, runs / "a"), runs / "a"), runs / "feature-store"
+    first: list[str] = []
     trainer.run(log=first.append)
     assert _encoded(first) == len(_seen(runs / "a")[1])
     # every view goes through the pretrained body to train the head, and through the fine-tuned one
@@ -59,13 +54,13 @@ def test_a_second_run_over_the_same_photos_encodes_nothing(tmp_path):
     train, clean = _seen(runs / "a")
     rows = len(train) * (trainer.cfg.views + 1) + len(clean - train)
     assert RunDir(runs / "a").read_manifest().metrics["best"]["phase"] == "finetune"
-    assert sum(pooled) == 2 * rows
+    assert _pooled_rows(store) == 2 * rows
     trainer = Trainer(tiny_config(data, runs / "b", unknown_detector="knn", head_lr=1e-2, finetune_epochs=0),
                       runs / "b")
-    pooled, again = _counting_pooled(trainer), []
+    again: list[str] = []
     trainer.run(log=again.append)
     assert _encoded(again) == 0  # another head and detector over the same photos
-    assert sum(pooled) == 0  # on the same pretrained body: its pooled features were stored by run a
+    assert _pooled_rows(store) == 2 * rows  # on the same pretrained body: run a stored its pooled features
     other_seed = _train(tiny_config(data, runs / "c", seed=7), runs / "c")
     # another seed carves other splits: only views no earlier run computed are encoded (a photo that was
     # held out, or validated, and now trains)
@@ -86,14 +81,15 @@ def test_growing_a_run_encodes_only_the_new_species_and_starts_from_the_old_head
     cfg = tiny_config(data, grown, grow_from=str(old), head_epochs=1, finetune_epochs=0)
     trainer = Trainer(cfg, grown)
     loaded_rows = {}
-    original = trainer._caches
+    original = trainer.encode
 
     def spy(model, cut, index, log):  # the head as phase 1 starts
         loaded_rows["weight"] = model.head.fc.weight.detach().clone()
         return original(model, cut, index, log)
 
-    trainer._caches = spy
-    pooled = _counting_pooled(trainer)
+    trainer.encode = spy
+    store = tmp_path / "runs" / "feature-store"
+    pooled_before = _pooled_rows(store)
     trainer.run(log=logs.append)
     assert any("2 known species keep their head rows, 1 new; its body is kept" in m for m in logs)
     new = [p for p in _seen(grown)[1] if p.parent.name == "n2"]
@@ -101,7 +97,7 @@ def test_growing_a_run_encodes_only_the_new_species_and_starts_from_the_old_head
     # the body is the old run's, which pooled the old photos already: only n2's views go through it, once
     # (the head phase stores them, the detector after training reads them back)
     new_train = [p for p in _seen(grown)[0] if p.parent.name == "n2"]
-    assert sum(pooled) == len(new_train) * (cfg.views + 1) + len(new) - len(new_train)
+    assert _pooled_rows(store) - pooled_before == len(new_train) * (cfg.views + 1) + len(new) - len(new_train)
     before = RunDir(old).load()
     assert torch.equal(loaded_rows["weight"][:2], before.model.head.fc.weight)
     after = RunDir(grown).load()

@@ -6,12 +6,12 @@ import argparse
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from monkeysee.cli import command
-from monkeysee.config import TrainConfig, read_config_file
+from monkeysee.config import TrainConfig, read_config_file, resolved, resumed
 from monkeysee.data.augment import AugmentConfig
 from monkeysee.errors import ConfigError
 from monkeysee.models import available_backbones
@@ -71,54 +71,43 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, help=help_text)
 
 
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in _FLAGS}
+
+
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """The config of a new run: a config file's values (or a grown run's recipe), then the flags."""
+    flags = _flags(args)
     if args.grow_from:  # the grown run keeps the recipe it grows from; flags still override
         from monkeysee.rundir import RunDir
+        from monkeysee.train.trainer import default_store
 
         if not args.out:
             raise ConfigError("--from needs --out for the grown run", fix="pass --out NEW_RUN_DIR")
-        from monkeysee.train.trainer import default_store
-
-        cfg = TrainConfig.from_recorded(RunDir(args.grow_from).read_manifest().config)
-        flags = {name: getattr(args, name) for name in _FLAGS}
+        recipe = RunDir(args.grow_from).read_manifest().config
         # the old run's photos are encoded in its store: use it unless told otherwise
-        flags["store"] = args.store or cfg.store or str(default_store(args.grow_from))
+        flags["store"] = args.store or recipe.get("store") or str(default_store(args.grow_from))
         flags |= {k: v for k, v in GROW_DEFAULTS.items() if flags[k] is None}
-        return cfg.updated(grow_from=args.grow_from, data=args.data, out=args.out, **flags)
-    cfg = TrainConfig.from_dict(read_config_file(args.config)) if args.config else TrainConfig()
-    changes = {name: getattr(args, name) for name in _FLAGS}
-    changes |= {"data": args.data, "out": args.out}
+        return resolved(recipe, flags | {"grow_from": args.grow_from, "data": args.data, "out": args.out},
+                        recorded=True)
+    base = read_config_file(args.config) if args.config else {}
+    changes = flags | {"data": args.data, "out": args.out}
     if args.augment:
+        current = base.get("augment")
+        current = AugmentConfig.from_dict(current) if isinstance(current, dict) else AugmentConfig()
         changes["augment"] = AugmentConfig.from_dict(
-            cfg.augment.to_dict() | {"ops": [op.strip() for op in args.augment.split(",") if op.strip()]})
-    return cfg.updated(**changes)
+            current.to_dict() | {"ops": [op.strip() for op in args.augment.split(",") if op.strip()]})
+    return resolved(base, changes)
 
 
-RESUMABLE = ("data", "workers", "device", "store", "unknown_detector", "unknown_keep", "unknown_calibration",
-             "calibration")
-"""Settings a resumed run may change: where the photos are, how it runs, and what is decided after the
-last epoch. Anything else would mix two recipes in one model."""
-
-
-def resumed_config(recorded: TrainConfig, args: argparse.Namespace) -> TrainConfig:
+def resumed_config(recorded: dict[str, Any], args: argparse.Namespace) -> TrainConfig:
     """The recorded config with the flags given to `--resume` applied, or a ConfigError naming a flag that
     would change what has already been computed."""
-    given = {name: getattr(args, name) for name in _FLAGS if getattr(args, name) is not None}
-    if args.data:
-        given["data"] = args.data
     for flag in ("config", "augment", "out"):
         if getattr(args, flag):
             raise ConfigError(f"--{flag} cannot change a run being resumed",
                               fix=f"drop --{flag} to resume with the recorded settings, or start a new run")
-    changed = {k: v for k, v in given.items() if getattr(recorded, k) != v}
-    fixed = sorted(k for k in changed if k not in RESUMABLE)
-    if fixed:
-        shown = ", ".join(f"--{k.replace('_', '-')} {changed[k]} (recorded: {getattr(recorded, k)})"
-                          for k in fixed)
-        raise ConfigError(f"{shown} would change a run that is half done",
-                          fix="drop those flags to resume with the recorded settings, or start a new run "
-                              "with --out NEW_FOLDER")
-    return recorded.updated(**changed)
+    return resumed(recorded, _flags(args) | {"data": args.data})
 
 
 @command("train", help="Train a species classifier (two-phase transfer learning)", arguments=_arguments,
@@ -129,8 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from monkeysee.train.trainer import Trainer
 
     if args.resume:
-        trainer = Trainer.resume(args.resume)
-        trainer.cfg = resumed_config(trainer.cfg, args)
+        trainer = Trainer.resume(args.resume, resumed_config(Trainer.recorded(args.resume), args))
     else:
         cfg = resolve_config(args)
         trainer = _restarted(cfg) or Trainer(cfg, Path(cfg.out))
@@ -159,8 +147,7 @@ def _restarted(cfg: TrainConfig) -> Trainer | None:
     run_dir = RunDir(cfg.out)
     if not distributed.restarted() or not run_dir.holds_run():
         return None
-    trainer = Trainer.resume(cfg.out)
-    if trainer.cfg.to_dict() != cfg.to_dict():
+    if resolved(Trainer.recorded(cfg.out), {}, recorded=True).to_dict() != cfg.to_dict():
         raise ConfigError("torchrun restarted this command, but the run folder holds a run of another recipe",
                           fix="pass a new --out", path=cfg.out)
-    return trainer
+    return Trainer.resume(cfg.out, cfg)

@@ -35,156 +35,31 @@ body, the old photos of a grown run).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image
-from torch import nn
-from torch.utils.data import DataLoader, Dataset, get_worker_info
-from tqdm.auto import tqdm
 
-from monkeysee.data.images import load_rgb, load_rgb_bytes
-from monkeysee.data.layout import Sample, Skipped
-from monkeysee.errors import ConfigError, DataError, ImageError
+from monkeysee.data.layout import Sample
+from monkeysee.errors import DataError
 from monkeysee.io import atomic_write_json
-from monkeysee.models.fold import folded
-from monkeysee.runtime import autocast
-
-Transform = Callable[[Image.Image], torch.Tensor]
+from monkeysee.train.keys import DTYPES, POOLED, StoreKey, file_key
 
 FORMAT = 1
 SHARD_ROWS = 512
 """Rows per shard: about 9.6 MB at the EfficientNet-Lite0 default cut in bf16; a kill loses at most one."""
 
-_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
-_POOLED = "body:"  # how a pooled key's weights fingerprint starts: it is of the whole body
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
-
-
-# --- keys ------------------------------------------------------------------------------------------
-
-
-def content_key(data: bytes) -> str:
-    """The key of a photo: the first 128 bits of the sha256 of its bytes, in hex."""
-    return hashlib.sha256(data).hexdigest()[:32]
-
-
-def file_key(path: Path) -> str:
-    with open(path, "rb") as fp:
-        return hashlib.file_digest(fp, "sha256").hexdigest()[:32]
-
-
-def module_fingerprint(module: nn.Module) -> str:
-    """Fingerprint of a module's weights and buffers (names, shapes, dtypes and bytes)."""
-    h = hashlib.sha256()
-    for name, t in module.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def transform_fingerprint(transform: Callable[..., Any]) -> str:
-    """Fingerprint of a transform from its repr, which for torchvision transforms lists every parameter.
-
-    A repr with a memory address in it (a lambda, a plain function) would differ on every run and so
-    never match; that is refused rather than silently re-encoding everything each time.
-    """
-    text = repr(transform)
-    if _ADDRESS.search(text):
-        raise ConfigError(
-            f"cannot fingerprint transform {text[:80]!r}: its repr holds a memory address",
-            fix="build it from torchvision transforms, or give it a __repr__ that lists its settings",
-        )
-    return _digest(text)
-
-
-def _digest(obj: object) -> str:
-    text = obj if isinstance(obj, str) else json.dumps(obj, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def view_seed(seed: int, content: str, view: int) -> int:
-    """The generator seed of augmented `view` of the photo whose content key is `content`."""
-    return int(hashlib.sha256(f"{seed}:{content}:{view}".encode()).hexdigest()[:15], 16)
-
-
-@dataclass(frozen=True)
-class StoreKey:
-    """Everything a stored activation depends on besides the photo and the view."""
-
-    backbone: str
-    cut: int  # index of the first trainable stage: the store holds the output of stages [0, cut)
-    weights: str  # module_fingerprint of the frozen stages
-    precision: str  # "fp32" or "bf16": the autocast used and the stored dtype
-    clean: str  # transform_fingerprint of the eval transform (view 0)
-    augment: str  # transform_fingerprint of the training transform (views 1..n); "" when none
-    seed: int
-    folded: bool = True  # computed with BatchNorm folded into the convolutions (models.fold): its last bits
-
-    def __post_init__(self) -> None:
-        if self.precision not in _DTYPES:
-            raise ConfigError(f"store precision must be fp32 or bf16, not {self.precision!r}",
-                              fix="resolve 'auto' with monkeysee.runtime.resolve_precision first")
-
-    @classmethod
-    def for_encoding(
-        cls,
-        backbone: str,
-        cut: int,
-        lower: nn.Module,
-        clean: Transform,
-        augmented: Transform | None,
-        precision: str,
-        seed: int,
-    ) -> StoreKey:
-        """The key of `lower` (the frozen stages [0, cut) of `backbone`) under these transforms."""
-        aug = "" if augmented is None else transform_fingerprint(augmented)
-        return cls(backbone, int(cut), module_fingerprint(lower), precision,
-                   transform_fingerprint(clean), aug, int(seed))
-
-    def pooled(self, body: nn.Module) -> StoreKey:
-        """The key of the head's input: the output of all of `body` (its current weights), average-pooled,
-        from this key's frozen-layer activations (so the cut stays part of it: it decides where the
-        computation is split, and so its last bits)."""
-        return replace(self, weights=f"{_POOLED}{module_fingerprint(body)}")
-
-    def table(self, view: int) -> str:
-        """Folder name of the table holding `view`: clean (0) or augmented (1..n)."""
-        clean = {k: v for k, v in asdict(self).items() if k not in {"augment", "seed"}}
-        if view == 0:
-            return f"clean-{_digest(clean)}"
-        return f"aug-{_digest(asdict(self))}"
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return torch.bfloat16 if self.precision == "bf16" else torch.float32
-
 
 # --- the store -------------------------------------------------------------------------------------
-
-
-@dataclass
-class EncodeReport:
-    """What one `encode_into` call did."""
-
-    photos: int = 0  # photos with at least one view encoded
-    views: int = 0  # view activations encoded
-    shards: int = 0
-    seconds: float = 0.0
-    skipped: list[Skipped] = field(default_factory=list)  # unreadable photos and why
 
 
 class FeatureStore:
@@ -197,19 +72,17 @@ class FeatureStore:
 
     def __init__(self, root: str | Path, key: StoreKey) -> None:
         self.root, self.key = Path(root), key
-        self._dirs = {t: self.root / key.table(t) for t in (0, 1)}
+        self._dirs = {augmented: self.root / key.folder(int(augmented)) for augmented in (False, True)}
         self._index: dict[tuple[str, int], tuple[int, int]] = {}  # (content, view) -> (shard, row)
         self._shards: list[Path] = []
         self._data_at: dict[int, int] = {}  # shard -> byte offset of its first row
         self._seen: set[str] = set()
         self._keys: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> content key
         self.shape: tuple[int, ...] | None = None  # (C, h, w) once anything is stored
-        for table, folder in self._dirs.items():
+        for augmented, folder in self._dirs.items():
             folder.mkdir(parents=True, exist_ok=True)
             if not (folder / "key.json").is_file():
-                meta = asdict(key) if table else {k: v for k, v in asdict(key).items()
-                                                  if k not in {"augment", "seed"}}
-                atomic_write_json(folder / "key.json", {"format": FORMAT, **meta})
+                atomic_write_json(folder / "key.json", {"format": FORMAT, **key.fields_of(int(augmented))})
         self.refresh()
 
     def refresh(self) -> None:
@@ -260,21 +133,26 @@ class FeatureStore:
         with ThreadPoolExecutor(threads) as pool:
             return list(pool.map(one, samples))
 
-    def missing(self, samples: Sequence[Sample], views: int) -> list[int]:
-        """Positions of the samples lacking view 0 or any of views 1..`views` (unreadable ones too)."""
+    def missing(self, samples: Sequence[Sample], augmented_views: int) -> list[int]:
+        """Positions of the samples lacking view 0 or any of views 1..`augmented_views` (unreadable ones
+        too)."""
         keys = self.content_keys(samples)
         return [i for i, c in enumerate(keys)
-                if c is None or any(not self.has(c, v) for v in range(views + 1))]
+                if c is None or any(not self.has(c, v) for v in range(augmented_views + 1))]
 
-    def write(self, table: int, acts: torch.Tensor, contents: Sequence[str], views: Sequence[int]) -> None:
-        """Write one shard of rows to `table` (0 clean, 1 augmented) atomically, then its manifest.
+    def write(self, acts: torch.Tensor, contents: Sequence[str], views: Sequence[int]) -> None:
+        """Write one shard of rows atomically, then its manifest, into the table of its views: the clean
+        one (all views 0) or the augmented one (all views 1..n).
 
         The shard goes to a temporary name, is fsynced and renamed; the manifest follows the same way,
         so a manifest always names a complete shard and a kill leaves at most a stray temporary file.
         """
         if not len(contents) == len(views) == len(acts):
             raise ValueError("acts, contents and views must have one entry per row")
-        folder = self._dirs[0 if table == 0 else 1]
+        augmented = {int(v) > 0 for v in views}
+        if len(augmented) > 1:
+            raise ValueError("a shard holds clean views (0) or augmented ones (1..n), not both")
+        folder = self._dirs[augmented.pop() if augmented else False]
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         acts = acts.detach().cpu().to(self.key.dtype).contiguous()
         array = acts.view(torch.uint16).numpy() if acts.dtype == torch.bfloat16 else acts.numpy()
@@ -288,7 +166,7 @@ class FeatureStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        meta = {"format": FORMAT, "dtype": _DTYPES[self.key.precision], "shape": list(acts.shape[1:]),
+        meta = {"format": FORMAT, "dtype": DTYPES[self.key.precision], "shape": list(acts.shape[1:]),
                 "contents": list(contents), "views": [int(v) for v in views]}
         atomic_write_json(folder / f"{name}.rows.json", meta)
         self._seen.add(f"{name}.rows.json")
@@ -323,9 +201,9 @@ class FeatureStore:
         except KeyError as exc:
             raise DataError(f"no stored activation for photo {exc.args[0][0]} view {exc.args[0][1]}",
                             fix="run encode_into for these samples first", path=self.root) from None
-        return self._gather(locs[:, 0], locs[:, 1])
+        return self.read_at(locs[:, 0], locs[:, 1])
 
-    def _gather(self, shards: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    def read_at(self, shards: np.ndarray, rows: np.ndarray) -> torch.Tensor:
         if self.shape is None:
             raise DataError("the store is empty", fix="run encode_into first", path=self.root)
         out = np.empty((len(rows), *self.shape), dtype=self._stored)
@@ -336,23 +214,24 @@ class FeatureStore:
             with open(self._shards[int(s)], "rb", buffering=0) as fp:
                 start = self._data_offset(int(s), fp)
                 for j in at.tolist():
-                    if _read_at(fp, flat[j], start + int(rows[j]) * size) != size:
+                    if _pread_into(fp, flat[j], start + int(rows[j]) * size) != size:
                         raise DataError("a store shard is shorter than its manifest says",
                                         fix="delete the store and rerun", path=self._shards[int(s)])
         t = torch.from_numpy(out)
         return t.view(torch.bfloat16) if self.key.precision == "bf16" else t
 
-    def split(self, samples: Sequence[Sample], views: int) -> StoreSplit:
-        """The stored views 0..`views` of `samples` as a lazily read (views + 1, N, C, h, w) table.
+    def split(self, samples: Sequence[Sample], augmented_views: int) -> StoreSplit:
+        """The stored views 0..`augmented_views` of `samples` as a lazily read (view_count, N, C, h, w)
+        table, where view_count = augmented_views + 1.
 
         Samples without every view (unreadable photos) are left out; `indices` says which remain.
         """
         keys = self.content_keys(samples)
-        kept = [i for i, c in enumerate(keys)
-                if c is not None and all(self.has(c, v) for v in range(views + 1))]
-        locs = np.zeros((views + 1, len(kept), 2), dtype=np.int64)
+        count = augmented_views + 1
+        kept = [i for i, c in enumerate(keys) if c is not None and all(self.has(c, v) for v in range(count))]
+        locs = np.zeros((count, len(kept), 2), dtype=np.int64)
         for n, i in enumerate(kept):
-            for v in range(views + 1):
+            for v in range(count):
                 locs[v, n] = self._index[keys[i], v]  # type: ignore[index]
         targets = torch.tensor([samples[i].target for i in kept], dtype=torch.long)
         contents = [str(keys[i]) for i in kept]
@@ -384,13 +263,13 @@ def describe_store(root: str | Path) -> list[StoredTable]:
         key = json.loads((folder / "key.json").read_text())
         rows = sum(len(json.loads(m.read_text())["contents"]) for m in folder.glob("*.rows.json"))
         size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-        what = "pooled features" if str(key.get("weights", "")).startswith(_POOLED) else "frozen layers"
+        what = "pooled features" if str(key.get("weights", "")).startswith(POOLED) else "frozen layers"
         views = "clean" if folder.name.startswith("clean-") else "augmented"
         tables.append(StoredTable(folder.name, what, views, key, rows, size))
     return tables
 
 
-def _read_at(fp: BinaryIO, into: np.ndarray, offset: int) -> int:
+def _pread_into(fp: BinaryIO, into: np.ndarray, offset: int) -> int:
     """Read len(into) bytes at `offset` straight into `into`: one pread where the OS has it."""
     buffer = memoryview(into)  # type: ignore[arg-type]  # a contiguous uint8 row: a writable buffer
     if hasattr(os, "preadv"):
@@ -400,10 +279,9 @@ def _read_at(fp: BinaryIO, into: np.ndarray, offset: int) -> int:
 
 
 class StoreSplit:
-    """Activations of one split, (views, N, C, h, w), read from the store's shards on demand.
-
-    It replaces `SplitCache.acts` without holding it: `gather` copies just a mini-batch, `chunks`
-    streams one view in order. `targets` and `indices` mean what they mean in `SplitCache`.
+    """Activations of one split, (view_count, N, C, h, w), read from the store's shards on demand:
+    `gather` copies just a mini-batch, `chunks` streams one view in order. `targets` holds each kept
+    photo's class, `indices` its position in the samples the split was made from.
     """
 
     def __init__(self, store: FeatureStore, locs: np.ndarray, targets: torch.Tensor,
@@ -421,23 +299,21 @@ class StoreSplit:
         return int(self.targets.numel())
 
     @property
-    def views(self) -> int:
+    def view_count(self) -> int:
         """Number of views per photo, the clean one included."""
         return int(self._locs.shape[0])
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (self.views, len(self), *(self._store.shape or ()))
+        return (self.view_count, len(self), *(self._store.shape or ()))
 
     def gather(self, view: torch.Tensor | int, rows: torch.Tensor) -> torch.Tensor:
-        """Activations (len(rows), C, h, w): view `view[j]` (or one view for all) of photo `rows[j]`.
-
-        The drop-in for `cache.acts[view[i], i]`; rows are positions in this split (0..N-1).
-        """
+        """Activations (len(rows), C, h, w): view `view[j]` (or one view for all) of photo `rows[j]`;
+        rows are positions in this split (0..N-1)."""
         r = rows.numpy() if isinstance(rows, torch.Tensor) else np.asarray(rows)
         v = view.numpy() if isinstance(view, torch.Tensor) else np.full(len(r), int(view))
         loc = self._locs[v, r]
-        return self._store._gather(loc[:, 0], loc[:, 1])
+        return self._store.read_at(loc[:, 0], loc[:, 1])
 
     def chunks(self, view: int, size: int = 256) -> Iterator[torch.Tensor]:
         """View `view` of every photo, in order, `size` photos at a time."""
@@ -449,153 +325,3 @@ class StoreSplit:
         if len(self) == 0:
             return torch.empty(0, *(self._store.shape or ()), dtype=self._store.key.dtype)
         return torch.cat(list(self.chunks(view, size=4096)))
-
-
-# --- encoding --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Job:
-    position: int  # in the caller's sample list
-    path: Path
-    views: tuple[int, ...]  # the views still missing
-
-
-class _MissingViews(Dataset):
-    """Items: (stacked missing views, their view numbers, content key, position), or a skip reason."""
-
-    def __init__(self, jobs: list[_Job], clean: Transform, augmented: Transform | None, seed: int) -> None:
-        self.jobs, self.clean, self.augmented, self.seed = jobs, clean, augmented, seed
-
-    def __len__(self) -> int:
-        return len(self.jobs)
-
-    def __getitem__(self, i: int) -> tuple[Any, ...]:
-        if get_worker_info() is not None:  # DataLoader workers already run torch on one thread
-            return self._item(self.jobs[i])
-        # In the main process, per-photo tensor ops on several threads spend more time handing work
-        # between threads than working (measured 38 ms vs 2 ms per 224x224 photo on 2 busy cores).
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return self._item(self.jobs[i])
-        finally:
-            torch.set_num_threads(threads)
-
-    def _item(self, job: _Job) -> tuple[Any, ...]:
-        try:
-            data, image = _read(job.path)
-        except ImageError as exc:
-            return None, exc.message, job.position
-        content = content_key(data)  # of the bytes decoded, even if the file changed since `missing`
-        out = []
-        for v in job.views:
-            if v == 0:
-                out.append(self.clean(image))
-                continue
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(view_seed(self.seed, content, v))
-                out.append(self.augmented(image))  # type: ignore[misc]
-        return torch.stack(out), list(job.views), content, job.position
-
-
-def _read(path: Path) -> tuple[bytes, Image.Image]:
-    """The file's bytes (read once, for the key) and the photo they decode to."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        data = b""
-    if not data:  # missing, unreadable or empty: let load_rgb say which, in its words
-        load_rgb(path)
-        raise ImageError("file changed while reading", fix="run again", path=path)
-    return data, load_rgb_bytes(data, name=str(path))
-
-
-def _collate(items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    return items
-
-
-@torch.inference_mode()
-def encode_into(
-    store: FeatureStore,
-    lower: nn.Module,
-    samples: Sequence[Sample],
-    clean: Transform,
-    augmented: Transform | None,
-    views: int,
-    *,
-    batch_size: int = 64,
-    workers: int = 0,
-    device: torch.device | str = "cpu",
-    progress: bool | None = None,
-    desc: str = "frozen layers",
-    shard_rows: int = SHARD_ROWS,
-) -> EncodeReport:
-    """Encode view 0 (clean) and views 1..`views` (augmented) of every sample the store lacks.
-
-    Shards are written as they fill, so a kill keeps every finished shard and a rerun encodes only
-    the rest. `lower` must be the frozen stages `store.key` was made for (eval mode, not checked
-    beyond the weights fingerprint); precision and seed come from the key. `batch_size` counts
-    images (views), not photos. `progress=None` shows a bar only on a terminal.
-    """
-    if views > 0 and augmented is None:
-        raise ConfigError(f"{views} augmented view(s) asked for but no augmented transform given",
-                          fix="pass the training transform, or views=0")
-    if module_fingerprint(lower) != store.key.weights:
-        raise ConfigError("these frozen layers are not the ones the store key was made for",
-                          fix="build the key with StoreKey.for_encoding from this module")
-    t0 = time.perf_counter()
-    keys = store.content_keys(samples)
-    jobs, scheduled = [], set()
-    for i, (sample, c) in enumerate(zip(samples, keys, strict=True)):
-        need = tuple(v for v in range(views + 1) if c is None or not store.has(c, v))
-        if need and (c is None or c not in scheduled):  # a duplicate photo is encoded once
-            jobs.append(_Job(i, Path(sample.path), need))
-            scheduled.add(c)
-    report = EncodeReport()
-    if not jobs:
-        return report
-    device = torch.device(device)
-    net = folded(lower) if store.key.folded else lower
-    per_photo = max(len(j.views) for j in jobs)
-    loader = DataLoader(_MissingViews(jobs, clean, augmented, store.key.seed),
-                        batch_size=max(1, batch_size // per_photo), num_workers=workers,
-                        collate_fn=_collate, prefetch_factor=4 if workers else None)
-    pending: dict[int, list[tuple[torch.Tensor, list[str], list[int]]]] = {0: [], 1: []}
-
-    def flush(force: bool) -> None:
-        """Write both tables once enough rows wait, so a photo's views land in the store together."""
-        if not force and sum(len(c) for t in pending.values() for _, c, _ in t) < shard_rows:
-            return
-        for table, parts in pending.items():
-            if parts:
-                store.write(table, torch.cat([a for a, _, _ in parts]), [c for _, cs, _ in parts for c in cs],
-                            [v for _, _, vs in parts for v in vs])
-                report.shards += 1
-            pending[table] = []
-
-    with tqdm(total=len(jobs), desc=desc, unit="photo", disable=None if progress is None else not progress,
-              leave=False) as bar:
-        for batch in loader:
-            good = [item for item in batch if item[0] is not None]
-            for _, reason, position in (item for item in batch if item[0] is None):
-                warnings.warn(f"skipping unreadable photo: {reason}", RuntimeWarning, stacklevel=2)
-                report.skipped.append(Skipped(Path(samples[position].path), reason))
-            bar.update(len(batch))
-            if not good:
-                continue
-            x = torch.cat([item[0] for item in good]).to(device).contiguous(memory_format=torch.channels_last)
-            with autocast(store.key.precision, device):
-                out = net(x).to(store.key.dtype).cpu()
-            view_of = [v for item in good for v in item[1]]
-            content_of = [item[2] for item in good for _ in item[1]]
-            for table in (0, 1):
-                at = [j for j, v in enumerate(view_of) if (v == 0) == (table == 0)]
-                if at:
-                    pending[table].append((out[at], [content_of[j] for j in at], [view_of[j] for j in at]))
-            flush(force=False)
-            report.photos += len(good)
-            report.views += len(view_of)
-    flush(force=True)
-    report.seconds = round(time.perf_counter() - t0, 3)
-    return report

@@ -1,0 +1,48 @@
+"""After the last epoch: the shown probabilities' temperature and the "not one of my species"
+detector, both fitted on the best epoch's pooled features."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from monkeysee.config import TrainConfig
+from monkeysee.models.calibration import Calibration, crossfit_threshold, fit_temperature
+from monkeysee.models.unknown import DetectorState, UnknownDetector, build_detector, calibrate_threshold
+
+POOR_KEEP = 0.99
+"""A photo too poor to judge is called "not one of my species" only above the bar that keeps this share of
+the degraded (augmented) views of known training photos, scored out of fold."""
+FOLDS = 5
+"""Folds of the cross-fitted unknown threshold; fewer where there are fewer training photos."""
+
+
+def calibration(cfg: TrainConfig, val_logits: np.ndarray, val_targets: np.ndarray) -> Calibration:
+    """The temperature fitted on the validation photos, or none (T = 1) when asked or when there are
+    no validation photos to fit it on."""
+    if cfg.calibration != "temperature" or not len(val_targets):
+        return Calibration()
+    return fit_temperature(val_logits, val_targets)
+
+
+def unknown_detector(cfg: TrainConfig, train_views: np.ndarray, targets: np.ndarray, val_logits: np.ndarray,
+                     val_feats: np.ndarray) -> UnknownDetector:
+    """The "not one of my species" detector: its bank holds every stored view of the training photos
+    (augmented ones included, so a blurred or dark photo of a known monkey still has neighbours),
+    and its threshold keeps `unknown_keep` of clean known photos. With "crossfit" those are the
+    clean training photos scored by detectors fitted on the other folds (a photo is never its own
+    neighbour: all views of one photo share a fold) pooled with the validation photos, not just the
+    small validation split; "val" uses the validation photos alone."""
+    n = len(targets)
+    view_count = len(train_views) // n
+    if cfg.unknown_calibration == "val":
+        return build_detector(cfg.unknown_detector, train_views[:n], targets, val_logits, val_feats,
+                              keep=cfg.unknown_keep)
+    fit = crossfit_threshold(cfg.unknown_detector, train_views, np.tile(targets, view_count), val_feats,
+                             val_logits, keep=cfg.unknown_keep, seed=cfg.seed, folds=min(FOLDS, n),
+                             groups=np.tile(np.arange(n), view_count))
+    clean = fit.train_scores[:n]  # view 0 of every photo; empty for detectors fitted to nothing
+    threshold = calibrate_threshold(np.concatenate([clean, fit.val_scores]), cfg.unknown_keep)
+    degraded = fit.train_scores[n:]  # the augmented views, out of fold: how high known photos go
+    poor = calibrate_threshold(degraded, POOR_KEEP) if len(degraded) else None
+    state = DetectorState.of(fit.detector)
+    return UnknownDetector(cfg.unknown_detector, threshold, cfg.unknown_keep, state, poor)
