@@ -98,17 +98,17 @@ def test_resume_after_kill_finishes_with_the_uninterrupted_result(synthetic_data
     cfg_path.write_text(json.dumps(tiny_config(synthetic_data, killed, **changes).to_dict()))
     proc = subprocess.Popen(_train_cmd(*_cli_args(cfg_path)), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    progress = killed / "state" / "progress.json"
+    state = RunDir(killed).state
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if progress.is_file() and json.loads(progress.read_text())["epoch"] >= 3:
+        if (state.read_progress() or {}).get("epoch", 0) >= 3:
             break
         time.sleep(0.02)
     proc.kill()
     proc.wait()
     assert not (killed / "manifest.json").exists(), "the kill came too late to test anything"
-    done = json.loads(progress.read_text())
-    assert done["phase"] == "head" and 3 <= done["epoch"] < 40
+    done = state.read_progress()
+    assert done is not None and done["phase"] == "head" and 3 <= done["epoch"] < 40
 
     result = subprocess.run(_train_cmd("--resume", str(killed), "--no-evaluate"), capture_output=True,
                             text=True, timeout=300)
@@ -127,15 +127,15 @@ def test_sigterm_stops_cleanly_and_says_how_to_resume(synthetic_data: Path, tmp_
     cfg_path.write_text(json.dumps(cfg.to_dict()))
     proc = subprocess.Popen(_train_cmd(*_cli_args(cfg_path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    progress = out / "state" / "progress.json"
+    state = RunDir(out).state
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not progress.is_file():
+    while time.monotonic() < deadline and state.read_progress() is None:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert f"monkeysee train --resume {out}" in err
-    assert json.loads(progress.read_text())["epoch"] >= 1
+    assert state.read_progress()["epoch"] >= 1
 
 
 def test_config_file_values_are_used_and_flags_override_them(synthetic_data: Path, tmp_path: Path):

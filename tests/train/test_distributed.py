@@ -20,6 +20,8 @@ import torch
 from safetensors.torch import load_file
 
 from monkeysee import distributed
+from monkeysee.errors import CheckpointError
+from monkeysee.rundir import RunDir
 from tests.conftest import REPO
 
 # The tiny recipe of `tiny_config` as flags; batch 17 leaves a last fine-tuning batch of 1 photo, so
@@ -64,7 +66,8 @@ def _two_ranks() -> list[str]:
 
 def _steps(run: Path) -> tuple[int, int]:
     """Fine-tuning optimiser steps, as the scheduler and AdamW counted them."""
-    saved = torch.load(run / "state" / "optimizer.pt", weights_only=True)
+    saved = RunDir(run).state.optimizer()
+    assert saved is not None
     adam = {int(v["step"]) for v in saved["optimizer"]["state"].values()}
     assert len(adam) == 1
     return int(saved["scheduler"]["last_epoch"]), adam.pop()
@@ -188,13 +191,13 @@ def test_a_rank_killed_mid_training_restarts_and_ends_with_the_uninterrupted_mod
     with log.open("w") as f:
         agent = subprocess.Popen(cmd, env=_env(), stdout=f, stderr=subprocess.STDOUT)
         try:
-            progress, seen, deadline = out / "state" / "progress.json", None, time.monotonic() + TIMEOUT
+            progress, seen, deadline = RunDir(out).state, None, time.monotonic() + TIMEOUT
             while seen is None and agent.poll() is None and time.monotonic() < deadline:
                 try:  # the first fine-tuning epoch is on disk: kill rank 1 in the middle of the next ones
-                    state = json.loads(progress.read_text())
-                    if state["phase"] == "finetune":
+                    state = progress.read_progress()
+                    if state is not None and state["phase"] == "finetune":
                         seen = state
-                except (OSError, ValueError, KeyError):
+                except (CheckpointError, KeyError):
                     pass
                 time.sleep(0.005)
             assert seen is not None, log.read_text()[-3000:]

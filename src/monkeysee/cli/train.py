@@ -115,6 +115,7 @@ def resumed_config(recorded: dict[str, Any], args: argparse.Namespace) -> TrainC
 def run(args: argparse.Namespace) -> int:
     from monkeysee import distributed
     from monkeysee.evaluate.runner import evaluate_run
+    from monkeysee.rundir import RunDir
     from monkeysee.train.trainer import Trainer
 
     if args.resume:
@@ -132,7 +133,11 @@ def run(args: argparse.Namespace) -> int:
     if not distributed.is_main():  # rank 0 evaluates and reports for every rank
         return 0
     if not args.no_evaluate and trainer.cfg.test_fraction > 0:
-        evaluate_run(run_dir, split="test", log=tqdm.write)
+        if RunDir(run_dir).read_splits(trainer.cfg.data).test:
+            evaluate_run(run_dir, split="test", log=tqdm.write)
+        else:
+            print("no held-out test photos (no species has a photo to spare), so the run is not evaluated; "
+                  "three photos per species leave one each for validation and the test")
     print(f"run folder: {run_dir}")
     return 0
 

@@ -20,7 +20,7 @@ from monkeysee.data.layout import DataIndex, scan_dataset
 from monkeysee.errors import CheckpointError, ConfigError
 from monkeysee.models import Classifier, create_model, get_backbone
 from monkeysee.models.unknown import DETECTORS
-from monkeysee.rundir import CURVES, RunDir
+from monkeysee.rundir import CONFIG, CURVES, RunDir
 from monkeysee.runtime import pick_device, resolve_precision, seed_everything
 from monkeysee.train import finish
 from monkeysee.train.features import Encoder
@@ -56,7 +56,7 @@ class Trainer:
         """The config a run folder recorded, as written; a CheckpointError where there is none."""
         recorded = RunDir(run_dir).read_config()
         if recorded is None:
-            raise CheckpointError("no config.json, so nothing to resume", fix="start a new run with "
+            raise CheckpointError(f"no {CONFIG}, so nothing to resume", fix="start a new run with "
                                   "`monkeysee train --data DIR --out RUN_DIR`", path=run_dir)
         return recorded
 
