@@ -126,3 +126,11 @@ def test_a_start_that_fails_leaves_nothing_in_the_way_of_the_same_command(synthe
     assert out.is_dir() == existed and not (existed and any(out.iterdir()))
     assert main(argv) == 0
     assert RunDir(out).is_finished()
+
+
+def test_a_run_folder_that_is_a_file_is_refused_and_left_alone(synthetic_data, tmp_path, capsys):
+    out = tmp_path / "notes.txt"
+    out.write_text("mine")
+    assert main(["train", "--data", str(synthetic_data), "--out", str(out), *TINY]) == 2
+    assert "names an existing file" in capsys.readouterr().err
+    assert out.read_text() == "mine"

@@ -81,6 +81,9 @@ class Trainer:
         self.device = distributed.start(self.device)
         if not distributed.is_main():
             log = _quiet
+        if self.dir.exists() and not self.dir.is_dir():
+            raise ConfigError("the run folder names an existing file", fix="pass --out NEW_FOLDER",
+                              path=self.dir)
         if not self.resuming and self.run_dir.holds_run():
             recorded = self.run_dir.read_config() or {}
             raise ConfigError(
