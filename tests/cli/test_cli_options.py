@@ -88,3 +88,11 @@ def test_unknown_field_names_and_non_dataclasses_are_refused() -> None:
         parser(names=["nope"])
     with pytest.raises(TypeError, match="not a dataclass"):
         add_options(argparse.ArgumentParser(), int)
+
+
+def test_metadata_given_beside_the_dataclass_adds_flag_metavar_and_choices() -> None:
+    p, added = parser(names=["hidden"], metadata={"hidden": {"help": "count", "flag": "--n", "metavar": "N",
+                                                             "choices": [3, 4]}})
+    assert added == ["hidden"]
+    assert "--n N count (default: 3)" in " ".join(p.format_help().split())
+    assert option_values(p.parse_args(["--n", "4"]), Settings) == {"hidden": 4}

@@ -34,28 +34,34 @@ _SCALARS: tuple[type, ...] = (int, float, str, Path)
 
 def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, config: type, *,
                 names: Iterable[str] | None = None, help: Mapping[str, str] | None = None,
-                defaults: bool = True) -> list[str]:
+                defaults: bool = True,
+                metadata: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
     """Add an option per field of the dataclass `config` to `parser`; the field names added.
 
     `names` picks the fields (default: every field whose metadata has a help text); `help` gives or
-    replaces help texts by field name. With `defaults=False` every option defaults to None, so a value
+    replaces help texts by field name, and `metadata` any of the keys above by field name, for a
+    dataclass whose fields do not carry them. With `defaults=False` every option defaults to None, so a value
     from elsewhere (a config file, a recorded run) stands unless the flag is given; the help still shows
     the dataclass default.
     """
-    chosen = _fields(config, names, help or {})
+    given = {name: {HELP: text} for name, text in (help or {}).items()}
+    for name, meta in (metadata or {}).items():
+        given[name] = {**meta, **given.get(name, {})}
+    chosen = _fields(config, names, given)
     hints = typing.get_type_hints(config)
     for f in chosen:
-        text = (help or {}).get(f.name, f.metadata.get(HELP, ""))
-        kwargs = _kind(f.name, hints[f.name], f.metadata)
+        meta = {**f.metadata, **given.get(f.name, {})}
+        kwargs = _kind(f.name, hints[f.name], meta)
         default = _default(f)
         shown = _shown(default)
+        text = str(meta.get(HELP, ""))
         if shown is not None and "default" not in text:
             text = f"{text} (default: {shown})" if text else f"default: {shown}"
         kwargs["help"] = text.replace("%", "%%")
         kwargs["default"] = default if defaults else None
-        if METAVAR in f.metadata:
-            kwargs["metavar"] = f.metadata[METAVAR]
-        parser.add_argument(option_flag(f), dest=f.name, **kwargs)
+        if METAVAR in meta:
+            kwargs["metavar"] = meta[METAVAR]
+        parser.add_argument(str(meta.get(FLAG, option_flag(f))), dest=f.name, **kwargs)
     return [f.name for f in chosen]
 
 
@@ -81,12 +87,12 @@ def option_flag(f: dataclasses.Field[Any]) -> str:
 
 
 def _fields(config: type, names: Iterable[str] | None,
-            help: Mapping[str, str]) -> list[dataclasses.Field[Any]]:
+            given: Mapping[str, Mapping[str, Any]]) -> list[dataclasses.Field[Any]]:
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"{config!r} is not a dataclass")
     by_name = {f.name: f for f in dataclasses.fields(config)}
     if names is None:
-        return [f for f in by_name.values() if HELP in f.metadata or f.name in help]
+        return [f for f in by_name.values() if HELP in f.metadata or HELP in given.get(f.name, {})]
     wanted = list(names)
     unknown = [n for n in wanted if n not in by_name]
     if unknown:
