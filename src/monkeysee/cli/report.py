@@ -7,6 +7,7 @@ from pathlib import Path
 
 from monkeysee.cli import command
 from monkeysee.cli.options import add_options, option_values
+from monkeysee.cli.outputs import check_file, declare_outputs
 from monkeysee.report import ReportOptions
 
 _OPTIONS: dict[str, dict[str, str]] = {
@@ -27,6 +28,7 @@ _OPTIONS: dict[str, dict[str, str]] = {
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="folder written by `monkeysee train`")
     add_options(p, ReportOptions, names=_OPTIONS, metadata=_OPTIONS)
+    declare_outputs(p, out=check_file)
 
 
 @command(

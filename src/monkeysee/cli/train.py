@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from monkeysee.cli import command
 from monkeysee.cli.options import add_options
+from monkeysee.cli.outputs import check_folder, declare_outputs
 from monkeysee.config import TrainConfig, read_config_file
 from monkeysee.data.augment import AugmentConfig
 from monkeysee.errors import ConfigError
@@ -70,6 +71,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", help="comma-separated augmentations, one applied per photo")
     p.add_argument("--no-evaluate", action="store_true", help="skip evaluating the held-out test split")
     add_options(p, TrainConfig, names=_FLAGS, help=_HELP, defaults=False)
+    declare_outputs(p, out=check_folder, store=check_folder)
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
