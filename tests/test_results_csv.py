@@ -53,6 +53,12 @@ def test_a_header_cut_by_a_crash_is_ours_and_written_again(tmp_path):
     assert path.read_bytes() == (HEADER + "a.jpg,species,red_monkey,,,,,,,,\r\n").encode()
 
 
+def test_a_header_ended_by_a_plain_newline_is_ours(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text(",".join(CSV_FIELDS) + "\n/x/a.jpg,species,red_monkey,,,,,,,,\n")
+    assert ResultsCsv(path).done == {"/x/a.jpg"}
+
+
 def test_a_row_cut_by_a_crash_is_dropped_before_appending(tmp_path):
     path = tmp_path / "p.csv"
     write(path, row("a.jpg"))

@@ -77,10 +77,12 @@ def _check_own_header(path: Path, flag: str) -> None:
     """A non-empty file must start with this version's header (or a crash-cut part of it)."""
     with path.open("rb") as f:
         head = f.read(len(_HEADER) + 1)
-    if not head or head.startswith(_HEADER) or (b"\n" not in head and _HEADER.startswith(head)):
+    line, newline, _ = head.partition(b"\n")
+    first = line.rstrip(b"\r")
+    if (first == _HEADER.rstrip(b"\r\n")) if newline else _HEADER.startswith(head):
         return
-    first = head.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
-    raise ConfigError(f"existing file is not a monkeysee results CSV (it starts {first[:60]!r}, not "
+    shown = first.decode("utf-8", "replace")
+    raise ConfigError(f"existing file is not a monkeysee results CSV (it starts {shown[:60]!r}, not "
                       f"{_HEADER.decode().strip()!r}), so it was left as it is", path=path,
                       fix=f"choose a new {flag} file")
 
