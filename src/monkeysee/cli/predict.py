@@ -1,7 +1,9 @@
 """`monkeysee predict`: species for photos and folders; a table for people, JSON/CSV for machines.
 
 Folders are streamed (any number of photos), a bad file becomes an error row and the rest go on, and
-`--csv` is resumable: photos already in the file are skipped, new rows are appended batch by batch.
+`--csv` is resumable: photos with a finished row in the file are skipped however their path is written,
+photos whose row is an error are tried again, and the file ends with one row per photo (see
+`monkeysee.results_csv`). Output paths are checked before the model is loaded.
 
 Under `torchrun` each rank predicts every `WORLD_SIZE`-th photo of the listing (from its `RANK`),
 rank 0 into the CSV itself and the others into part files beside it (`out.csv.part1`, ...), which
@@ -36,7 +38,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=3, help="species listed per photo (default 3)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON object per photo (JSON Lines)")
-    out.add_argument("--csv", metavar="FILE", help="write rows to FILE; an existing FILE is resumed")
+    out.add_argument("--csv", metavar="FILE",
+                     help="write rows to FILE; an existing FILE of ours is resumed (error rows tried again)")
     p.add_argument("--cams", metavar="DIR", help="also write a Grad-CAM overlay per photo into DIR")
     p.add_argument("--unknown-threshold", type=float, help="override the calibrated unknown threshold")
     p.add_argument("--batch-size", type=int, default=32)
