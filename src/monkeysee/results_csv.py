@@ -203,6 +203,7 @@ class ShardedCsv:
         if rank == 0:  # parts nobody owns now (an earlier run had more ranks): drop a cut row for them
             for orphan in self.parts():
                 if orphan != own and _part_rank(orphan) >= world and orphan.stat().st_size:
+                    check_results_file(orphan)
                     _drop_cut_row(orphan)
         self.own = ResultsCsv(own)  # drops its own cut row, writes the header
         distributed.barrier()  # every file now holds whole rows only
