@@ -140,3 +140,19 @@ def test_a_read_only_file_is_refused_and_left_as_it_is(tmp_path):
         if immutable:
             subprocess.run(["chattr", "-i", str(path)], check=True)
     assert path.read_bytes() == before
+
+
+def test_part_files_of_a_killed_larger_run_are_merged_once_with_one_row_per_photo(tmp_path):
+    from monkeysee.results_csv import ShardedCsv
+
+    path = tmp_path / "p.csv"
+    write(path, row("/x/a.jpg"), row("/x/b.jpg", "error"))
+    part = tmp_path / "p.csv.part1"
+    part.write_text(HEADER + "/x/b.jpg,species,red_monkey,,,,,,,,\r\n/x/c.jpg,species,red_monkey,,,,,,,,\r\n"
+                    "/x/d.jpg,spec")  # rank 1 was killed mid-row
+    out = ShardedCsv(path)
+    assert out.done == {"/x/a.jpg", "/x/b.jpg", "/x/c.jpg"}
+    out.close()
+    assert out.merge() == 2
+    assert rows(path) == [("/x/a.jpg", "species"), ("/x/b.jpg", "species"), ("/x/c.jpg", "species")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv"]
