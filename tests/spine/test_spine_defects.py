@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from monkeysee.cli import main
-from monkeysee.cli import predict as predict_cli
 from monkeysee.errors import CheckpointError
 from monkeysee.predict import Predictor
+from monkeysee.results_csv import CSV_FIELDS, ResultsCsv
 from monkeysee.rundir import UNKNOWN, WEIGHTS, RunDir
 
 
@@ -73,17 +73,18 @@ def test_a_full_disk_leaves_whole_rows_says_so_and_the_rerun_finishes(tiny_run, 
                                                                       monkeypatch, capsys):
     folder = _folder(synthetic_data, tmp_path, 6)
     out = tmp_path / "out.csv"
-    real_open = predict_cli.ResultsCsv._open
-    header = len(",".join(predict_cli.CSV_FIELDS)) + 2
-    monkeypatch.setattr(predict_cli.ResultsCsv, "_open",
+    real_open = ResultsCsv._open
+    header = len(",".join(CSV_FIELDS)) + 2
+    monkeypatch.setattr(ResultsCsv, "_open",
                         lambda self: _FullDisk(real_open(self), header + 400))
     assert main(["predict", str(tiny_run), str(folder), "--csv", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "disk full" in err and "free space and rerun the same command" in err and "Traceback" not in err
+    assert f"disk full writing {out}. Fix: free space and rerun the same command" in err
+    assert "Traceback" not in err
     written = out.read_bytes()
     assert written.endswith(b"\n") and len(_rows(out)) >= 1  # whole rows only: no fragment to glue onto
-    assert all(len(r) == len(predict_cli.CSV_FIELDS) and None not in r.values() for r in _rows(out))
-    monkeypatch.setattr(predict_cli.ResultsCsv, "_open", real_open)
+    assert all(len(r) == len(CSV_FIELDS) and None not in r.values() for r in _rows(out))
+    monkeypatch.setattr(ResultsCsv, "_open", real_open)
     assert main(["predict", str(tiny_run), str(folder), "--csv", str(out)]) == 0
     sources = [r["source"] for r in _rows(out)]
     assert sorted(sources) == sorted(str(p) for p in folder.iterdir())  # every photo once

@@ -81,7 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 1
+    from monkeysee.cli.outputs import check_outputs
+
     try:
+        check_outputs(args)
         return int(args._run(args) or 0)
     except MonkeyseeError as exc:
         print(f"monkeysee {args.command}: error: {exc.message}", file=sys.stderr)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from monkeysee.cli import command
+from monkeysee.cli.outputs import check_folder, declare_outputs
 
 DEFAULT_OUT = "activations"
 
@@ -38,6 +39,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder (default: {DEFAULT_OUT})"
     )
+    declare_outputs(p, out=check_folder)
 
 
 @command(

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from monkeysee.cli import command
+from monkeysee.cli.outputs import check_file, declare_outputs
 
 DEFAULT_OUT = "augment-preview.png"
 
@@ -31,6 +32,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--labels", type=Path, default=None, help="labels file (default: found in the data folder)"
     )
+    declare_outputs(p, out=check_file)
 
 
 @command(

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from monkeysee.cli import command
+from monkeysee.cli.outputs import check_folder, declare_outputs
 
 DATA_HELP = (
     "To train on monkeys, get the Kaggle '10 Monkey Species' data set (folders training/n0..n9 and "
@@ -22,6 +23,7 @@ SAMPLE_PHOTOS = ("chelsea", "astronaut", "coffee", "rocket")
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="data folder to train on; without it, an ImageNet demo that needs no data")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    declare_outputs(p, out=check_folder)
 
 
 @command("demo", help="Run the main job: train+evaluate+predict on --data, or an offline ImageNet demo",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from monkeysee.cli import command
+from monkeysee.cli.outputs import check_folder, declare_outputs
 
 if TYPE_CHECKING:
     from monkeysee.rundir import LoadedRun
@@ -49,6 +50,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder (default: {DEFAULT_OUT})"
     )
+    declare_outputs(p, out=check_folder)
     p.add_argument(
         "--alpha", type=float, default=0.5, help="opacity of the map over the photo, 0-1 (default: 0.5)"
     )

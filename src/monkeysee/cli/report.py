@@ -4,56 +4,31 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from monkeysee.cli import command
+from monkeysee.cli.options import add_options, option_values
+from monkeysee.cli.outputs import check_file, declare_outputs
+from monkeysee.report import ReportOptions
+
+_OPTIONS: dict[str, dict[str, str]] = {
+    "data": {"help": "data folder (default: where the run was trained, from splits.json)"},
+    "out": {"help": "HTML file to write (default: RUN_DIR/report.html)"},
+    "ood": {"help": "photos of no known species, to show how well the unknown detector rejects them",
+            "metavar": "DIR"},
+    "faithfulness_photos": {"help": "test photos for the explanation-faithfulness table; 0 skips it",
+                            "metavar": "N"},
+    "faithfulness_steps": {"help": "deletion/insertion steps in that table", "metavar": "N"},
+    "faithfulness_methods": {"help": "CAM methods compared there, or 'all'", "metavar": "METHOD"},
+    "gallery_per_species": {"help": "correct and wrong photos shown per species; 0 skips the gallery",
+                            "metavar": "K"},
+    "precision": {"help": "auto, bf16 or fp32 for predictions"},
+}
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="folder written by `monkeysee train`")
-    p.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="data folder (default: where the run was trained, from splits.json)",
-    )
-    p.add_argument("--out", type=Path, default=None, help="HTML file to write (default: RUN_DIR/report.html)")
-    p.add_argument(
-        "--ood",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="photos of no known species, to show how well the unknown detector rejects them",
-    )
-    p.add_argument(
-        "--faithfulness-photos",
-        type=int,
-        default=8,
-        metavar="N",
-        help="test photos for the explanation-faithfulness table (default: 8; 0 skips it)",
-    )
-    p.add_argument(
-        "--faithfulness-steps",
-        type=int,
-        default=8,
-        metavar="N",
-        help="deletion/insertion steps in that table (default: 8)",
-    )
-    p.add_argument(
-        "--faithfulness-methods",
-        nargs="+",
-        default=None,
-        metavar="METHOD",
-        help="CAM methods compared there, or 'all' (default: gradcam gradcam++)",
-    )
-    p.add_argument(
-        "--gallery-per-species",
-        type=int,
-        default=4,
-        metavar="K",
-        help="correct and wrong photos shown per species (default: 4; 0 skips the gallery)",
-    )
-    p.add_argument("--precision", default="auto", help="auto, bf16 or fp32 for predictions (default: auto)")
+    add_options(p, ReportOptions, names=_OPTIONS, metadata=_OPTIONS)
+    declare_outputs(p, out=check_file)
 
 
 @command(
@@ -65,20 +40,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from monkeysee.report import ReportOptions, build_report
+    from monkeysee.report import build_report
 
-    methods: dict[str, Any]
-    methods = {"faithfulness_methods": tuple(args.faithfulness_methods)} if args.faithfulness_methods else {}
-    options = ReportOptions(
-        data=args.data,
-        out=args.out,
-        ood=args.ood,
-        faithfulness_photos=args.faithfulness_photos,
-        faithfulness_steps=args.faithfulness_steps,
-        gallery_per_species=args.gallery_per_species,
-        precision=args.precision,
-        **methods,
-    )
+    options = ReportOptions(**option_values(args, ReportOptions))
     start = time.perf_counter()
     out = build_report(args.run_dir, options)
     size = out.stat().st_size / 1e6

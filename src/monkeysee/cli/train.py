@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from monkeysee.cli import command
+from monkeysee.cli.options import add_options
+from monkeysee.cli.outputs import check_folder, declare_outputs
 from monkeysee.config import TrainConfig, read_config_file, resolved, resumed
 from monkeysee.data.augment import AugmentConfig
 from monkeysee.errors import ConfigError
@@ -19,33 +20,34 @@ from monkeysee.models import available_backbones
 if TYPE_CHECKING:
     from monkeysee.train.trainer import Trainer
 
-# CLI flag -> TrainConfig field; every flag defaults to None so the config file's value stands.
-_FLAGS: dict[str, tuple[type, str]] = {
-    "backbone": (str, f"one of: {', '.join(available_backbones())}"),
-    "weights": (str, "ImageNet weights file for backbones that otherwise need a download"),
-    "seed": (int, "seed for splits, augmentation and training order"),
-    "val_fraction": (float, "share of training photos carved out for validation (no validation/ folder)"),
-    "test_fraction": (float, "share of training photos held out for the final, untouched test"),
-    "views": (int, "augmented views per training photo computed through the frozen layers"),
-    "batch_size": (int, "mini-batch size"),
-    "head_epochs": (int, "max epochs of phase 1 (frozen body, new head)"),
-    "finetune_epochs": (int, "max epochs of phase 2 (top stages unfrozen); 0 skips it"),
-    "unfreeze": (int, "how many top stages phase 2 trains (default: the backbone's)"),
-    "head_lr": (float, "phase 1 learning rate"),
-    "finetune_lr": (float, "phase 2 learning rate of the body"),
-    "class_weights": (str, "loss weight per species for long-tailed data: inverse_sqrt (default), "
-                           "inverse (each species counts alike) or none"),
-    "patience": (int, "early stopping: epochs without validation improvement"),
-    "precision": (str, "auto, bf16 or fp32"),
-    "device": (str, "auto, cpu or cuda"),
-    "workers": (int, "photo-decoding worker processes"),
-    "store": (str, "feature-store folder, shared by runs over the same photos (default: beside --out)"),
-    "unknown_detector": (str, "max_softmax, energy, max_logit, mahalanobis or knn"),
-    "unknown_keep": (float, "share of known-species photos the unknown threshold accepts (default 0.95)"),
-    "unknown_calibration": (str, "crossfit (out-of-fold training photos + val, default) or val"),
-    "calibration": (str, "temperature (default: shown probabilities fitted on val) or none"),
+# Help per TrainConfig field given a flag; type and default come from the field. Every flag defaults to
+# None so the config file's value stands.
+_HELP: dict[str, str] = {
+    "backbone": f"one of: {', '.join(available_backbones())}",
+    "weights": "ImageNet weights file for backbones that otherwise need a download",
+    "seed": "seed for splits, augmentation and training order",
+    "val_fraction": "share of training photos carved out for validation (no validation/ folder)",
+    "test_fraction": "share of training photos held out for the final, untouched test",
+    "views": "augmented views per training photo computed through the frozen layers",
+    "batch_size": "mini-batch size",
+    "head_epochs": "max epochs of phase 1 (frozen body, new head)",
+    "finetune_epochs": "max epochs of phase 2 (top stages unfrozen); 0 skips it",
+    "unfreeze": "how many top stages phase 2 trains (default: the backbone's)",
+    "head_lr": "phase 1 learning rate",
+    "finetune_lr": "phase 2 learning rate of the body",
+    "class_weights": "loss weight per species for long-tailed data: inverse_sqrt, inverse (each species "
+                     "counts alike) or none",
+    "patience": "early stopping: epochs without validation improvement",
+    "precision": "auto, bf16 or fp32",
+    "device": "auto, cpu or cuda",
+    "workers": "photo-decoding worker processes",
+    "store": "feature-store folder, shared by runs over the same photos (default: beside --out)",
+    "unknown_detector": "max_softmax, energy, max_logit, mahalanobis or knn",
+    "unknown_keep": "share of known-species photos the unknown threshold accepts",
+    "unknown_calibration": "crossfit (out-of-fold training photos + val) or val",
+    "calibration": "temperature (shown probabilities fitted on val) or none",
 }
-assert set(_FLAGS) <= {f.name for f in fields(TrainConfig)}
+_FLAGS = tuple(_HELP)
 
 
 GROW_DEFAULTS = {"finetune_epochs": 0, "head_epochs": 10}
@@ -57,8 +59,9 @@ peak (validation loss 1.173 with the recipe's 30 epochs, 1.154 with 10)."""
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="data folder: DIR/training/<species>/... or DIR/<species>/...")
-    p.add_argument("--out", help="run folder to write (default runs/monkeysee)")
+    add_options(p, TrainConfig, names=["data", "out"], defaults=False, help={
+        "data": "data folder: DIR/training/<species>/... or DIR/<species>/...",
+        "out": "run folder to write"})
     p.add_argument("--config", help="JSON or TOML file with TrainConfig values (flags override it)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
     p.add_argument("--from", dest="grow_from", metavar="RUN_DIR",
@@ -67,8 +70,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                         "by default the head alone trains, for 10 epochs (see GROW_DEFAULTS)")
     p.add_argument("--augment", help="comma-separated augmentations, one applied per photo")
     p.add_argument("--no-evaluate", action="store_true", help="skip evaluating the held-out test split")
-    for name, (kind, help_text) in _FLAGS.items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=kind, help=help_text)
+    add_options(p, TrainConfig, names=_FLAGS, help=_HELP, defaults=False)
+    declare_outputs(p, out=check_folder, store=check_folder)
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:

@@ -70,14 +70,29 @@ def test_csv_resume_skips_rows_already_written(tiny_run: Path, synthetic_data: P
     assert "5 already in" in capsys.readouterr().err
 
 
-def test_cams_are_written_per_photo(tiny_run: Path, synthetic_data: Path, tmp_path):
-    cams = tmp_path / "cams"
-    photos = _photos(synthetic_data)[:2]
-    assert main(["predict", str(tiny_run), *map(str, photos), "--cams", str(cams)]) == 0
+def test_cams_are_written_per_photo(tiny_run: Path, synthetic_data: Path, tmp_path, capsys):
+    """One overlay per photo, named by the photo, a hash of its full path and the predicted species, holding
+    the heatmap of that prediction (the same pixels the library's explainer draws)."""
+    import hashlib
+
+    import numpy as np
     from PIL import Image
 
-    written = sorted(cams.glob("*.png"))
-    assert len(written) == 2 and all(Image.open(p).size == (224, 224) for p in written)
+    from monkeysee.explain import Explainer
+    from monkeysee.predict import Predictor
+
+    cams = tmp_path / "cams"
+    photos = _photos(synthetic_data)[:2]
+    assert main(["predict", str(tiny_run), *map(str, photos), "--cams", str(cams), "--json"]) == 0
+    labels = [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()]
+    tags = [hashlib.sha1(str(p).encode()).hexdigest()[:8] for p in photos]
+    names = [f"{p.stem}-{tag}.{label}.png" for p, tag, label in zip(photos, tags, labels, strict=True)]
+    assert sorted(p.name for p in cams.iterdir()) == sorted(names)
+    predictor = Predictor.from_run_dir(tiny_run)
+    explainer = Explainer.from_run(predictor.run, precision=predictor.precision)
+    for pred, name in zip(predictor.predict_paths(photos, heatmaps=explainer), names, strict=True):
+        assert pred.overlay is not None
+        assert np.array_equal(np.asarray(Image.open(cams / name)), pred.overlay)
 
 
 def test_missing_run_folder_is_a_clear_error(tmp_path, capsys):
