@@ -180,7 +180,7 @@ class RunDir:
                 path=self.path,
             )
         try:
-            return Manifest.from_dict(json.loads(self.file(MANIFEST).read_text()))
+            return Manifest.from_dict(json.loads(self.file(MANIFEST).read_text()), self.file(MANIFEST))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"manifest is damaged ({exc})", fix=_RERUN,
                                   path=self.file(MANIFEST)) from exc

@@ -344,6 +344,10 @@ class UnknownDetector:
     _detector: Detector = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        for name, value in (("threshold", self.threshold), ("poor_threshold", self.poor_threshold)):
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"unknown-photo {name.replace('_', ' ')} must be a finite number, "
+                                  f"not {value}", fix="pass a number, or calibrate the detector again")
         object.__setattr__(self, "_detector", DETECTORS[self.name].from_state(self.state.params,
                                                                                self.state.arrays))
 
