@@ -105,5 +105,7 @@ def test_a_detector_with_a_nan_threshold_cannot_be_built(field: str) -> None:
     values = {"threshold": 0.5, "poor_threshold": 1.0} | {field: math.nan}
     with pytest.raises(ConfigError, match="must be a finite number, not nan"):
         UnknownDetector("max_softmax", keep=None, **values)
+    with pytest.raises(ConfigError, match="threshold must be a finite number, not nan"):
+        UnknownDetector("max_softmax", 0.4, 0.95).with_threshold(math.nan)  # e.g. --unknown-threshold nan
     logits = np.array([[0.0, 0.0], [5.0, 0.0]])  # max softmax score 0.5 and 0.0067
     assert UnknownDetector("max_softmax", 0.4, None).is_unknown(logits).tolist() == [True, False]
