@@ -6,14 +6,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from monkeysee.data.images import is_sidecar, iter_photos
 from monkeysee.errors import DataError
-from monkeysee.predict import Predictor
+
+if TYPE_CHECKING:
+    from monkeysee.predict import Predictor
 
 
 @dataclass(frozen=True, eq=False)
