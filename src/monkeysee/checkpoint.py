@@ -169,7 +169,7 @@ def _preprocess(v: Any) -> str | None:  # noqa: ANN401 - any parsed JSON value
         return "interpolation must be text"
     for key in ("mean", "std"):
         values = v.get(key)
-        if not (isinstance(values, list) and len(values) == 3 and all(map(_number, values))):
+        if not (isinstance(values, list | tuple) and len(values) == 3 and all(map(_number, values))):
             return f"{key} must be three numbers, not {values!r}"
     return None if all(s > 0 for s in v["std"]) else "std must be above 0 for every channel"
 

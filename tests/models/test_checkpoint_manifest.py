@@ -43,6 +43,7 @@ def test_a_well_formed_manifest_reads_back_field_for_field(tmp_path: Path) -> No
     assert (m.backbone, m.num_classes, m.seed, m.explain_layer) == ("resnet18", 2, 3, "body.4")
     assert m.unknown["threshold"] == 0.4 and m.calibration["temperature"] == 1.5
     assert m.files == {"model.safetensors": {"bytes": 10, "sha256": SHA}}
+    assert Manifest.from_dict(m.to_dict()) == m  # in memory, before JSON turns tuples into lists
 
 
 def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
