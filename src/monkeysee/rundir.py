@@ -5,7 +5,7 @@
   model.safetensors, unknown.safetensors          weights, and the "not one of my species" detector's arrays
   manifest.json                                   the self-describing checkpoint, written last; it pins the
                                                   other checkpoint files by size and sha256
-  eval/<split>/                                   evaluation outputs
+  eval/<split>/                                   evaluation outputs (see `EvalFolder`)
   state/                                          resume state of an unfinished training run
 
 Every write is atomic (temporary file, fsync, rename), so a reader or a resumed run never sees half a
@@ -92,6 +92,10 @@ class RunDir:
 
     def eval_dir(self, split: str) -> Path:
         return self.path / EVAL / split
+
+    def eval(self, split: str) -> EvalFolder:
+        """The evaluation outputs of `split` (a run split's name, or the folder name of an outside one)."""
+        return EvalFolder(self.eval_dir(split))
 
     def holds_run(self) -> bool:
         """True once training has started here (splits chosen, state or a checkpoint written); a folder
@@ -197,7 +201,7 @@ class RunDir:
                 path=self.path,
             )
         try:
-            return Manifest.from_dict(json.loads(self.file(MANIFEST).read_text()))
+            return Manifest.from_dict(json.loads(self.file(MANIFEST).read_text()), self.file(MANIFEST))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"manifest is damaged ({exc})", fix=_RERUN,
                                   path=self.file(MANIFEST)) from exc
@@ -264,6 +268,41 @@ class RunDir:
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot read {name} ({exc})", fix="re-run the step that wrote it",
                                   path=path) from exc
+
+
+class EvalFolder:
+    """eval/<split>/: what `evaluate` computed on one split, read back by the report. The only place the
+    names of its files are spelled; JSON files are written atomically like every file of the run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.metrics = path / "metrics.json"
+        self.predictions = path / "predictions"  # a stem: `Interpretation.save` adds .npz and .json
+        self.confusion_matrix = path / "confusion_matrix.png"
+        self.confusion_block = path / "confusion_block.png"  # the most-confused species, named
+        self.confusion_csv = path / "confusion_matrix.csv"
+        self.reliability = path / "reliability.png"
+        self.top_losses = path / "top_losses.png"
+        self.photo_plan = path / "photo_plan.json"  # the stored predictions the report shows as photos
+        self.unknown_scores = path / "unknown_scores.json"  # detector scores: these photos, and others
+        self.faithfulness = path / "faithfulness.json"
+
+    def __repr__(self) -> str:
+        return f"EvalFolder({str(self.path)!r})"
+
+    def write_json(self, path: Path, data: Any) -> None:  # noqa: ANN401 - any JSON-ready value
+        """One of this folder's JSON files (a property above), written atomically."""
+        atomic_write_json(path, data)
+
+    def read_json(self, path: Path) -> Any:  # noqa: ANN401 - parsed JSON, any shape
+        """One of this folder's JSON files, or None when it is not there."""
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot read {path.name} ({exc})",
+                                  fix="run `monkeysee evaluate` on the run again", path=path) from exc
 
 
 class RunState:

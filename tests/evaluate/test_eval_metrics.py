@@ -19,7 +19,6 @@ from monkeysee.evaluate.metrics import (
     most_confused_pairs,
     per_class_report,
     reliability_table,
-    roc_curve,
     sample_losses,
     topk_accuracy,
     wilson_interval,
@@ -107,13 +106,6 @@ def test_sample_losses_are_clipped_not_infinite():
     losses = sample_losses(np.array([[0.5, 0.5], [1.0, 0.0]]), np.array([0, 1]))
     assert losses[0] == pytest.approx(math.log(2))
     assert np.isfinite(losses[1]) and losses[1] == pytest.approx(-math.log(1e-12))
-
-
-def test_roc_curve_area_counts_ties_as_half():
-    fpr, tpr = roc_curve(np.array([0.1, 0.4, 0.4]), np.array([0.4, 0.8]))
-    np.testing.assert_allclose(fpr, [0, 0, 2 / 3, 1])
-    np.testing.assert_allclose(tpr, [0, 0.5, 1, 1])
-    assert np.trapezoid(tpr, fpr) == pytest.approx(5 / 6)
 
 
 def _example() -> tuple[np.ndarray, np.ndarray]:

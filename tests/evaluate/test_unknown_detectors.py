@@ -27,6 +27,7 @@ from monkeysee.models.unknown import (
     calibrate_threshold,
     fpr_at_tpr,
     get_detector,
+    roc_curve,
 )
 from monkeysee.rundir import RunDir
 
@@ -55,7 +56,27 @@ def test_auroc_perfect_reversed_and_chance():
 
 def test_auroc_with_ties_exact():
     # Unknown 0.4 beats known 0.1 (1) and ties two 0.4s (1/2 each); unknown 0.8 beats all three: 5/6.
-    assert auroc(np.array([0.1, 0.4, 0.4]), np.array([0.4, 0.8])) == pytest.approx(5 / 6)
+    assert auroc(np.array([0.1, 0.4, 0.4]), np.array([0.4, 0.8])) == pytest.approx(5 / 6, abs=1e-15)
+
+
+def test_roc_curve_exact_points_on_a_hand_made_set():
+    # Thresholds 0.8, 0.4, 0.1 from the top: 0.8 flags one unknown; 0.4 flags the other unknown and
+    # two of three known at once (a tie, one diagonal step); 0.1 flags the last known.
+    fpr, tpr = roc_curve(np.array([0.4, 0.1, 0.4]), np.array([0.8, 0.4]))
+    assert fpr.tolist() == pytest.approx([0.0, 0.0, 2 / 3, 1.0], abs=1e-15)
+    assert tpr.tolist() == [0.0, 0.5, 1.0, 1.0]
+
+
+def test_roc_curve_of_separated_scores_goes_up_then_across():
+    fpr, tpr = roc_curve(np.array([1.0, 2.0]), np.array([3.0, 4.0, 5.0, 6.0]))
+    assert fpr.tolist() == [0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 1.0]
+    assert tpr.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert auroc(np.array([1.0, 2.0]), np.array([3.0, 4.0, 5.0, 6.0])) == 1.0
+
+
+def test_roc_curve_needs_both_sets():
+    with pytest.raises(ValueError, match="one known and one unknown"):
+        roc_curve(np.array([]), np.array([1.0]))
 
 
 def test_auroc_agrees_with_sklearn_on_random_ties():

@@ -51,7 +51,7 @@ def test_overlay_rejects_what_it_cannot_draw():
         overlay(np.zeros((4, 4, 3), dtype=np.float32), np.zeros((4, 4)))
     with pytest.raises(ValueError, match="alpha"):
         overlay(np.zeros((4, 4, 3), dtype=np.uint8), np.zeros((4, 4)), alpha=1.5)
-    with pytest.raises(ValueError, match="colormap"):
+    with pytest.raises(ConfigError, match=r"unknown colour map 'no-such-map'\. Fix: .*inferno"):
         heatmap(np.zeros((2, 2)), cmap="no-such-map")
 
 

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from monkeysee.cli import main
+from monkeysee.evaluate.interpret import Interpretation
+from monkeysee.evaluate.photos import plan_photos
+from monkeysee.evaluate.unknown import UnknownScores, score_photos
+from monkeysee.predict import Predictor
 from monkeysee.report import ReportOptions, build_report
 from monkeysee.report.html import pct
+from monkeysee.rundir import RunDir
 from tests.report.conftest import FAST, SECTION_IDS, SECTIONS_IN_ORDER, copy_run, parse
 
 
@@ -53,9 +60,44 @@ def test_each_registered_section_renders_a_body_under_its_id(report_html, sectio
     assert page.text(section.id), f"section {section.id} rendered an empty body"
 
 
-def test_report_evaluates_a_run_that_was_not_evaluated(report_html, report_run):
-    assert (report_run / "eval" / "test" / "metrics.json").is_file()
-    assert (report_run / "eval" / "test" / "predictions.npz").is_file()
+def test_report_evaluates_a_run_that_was_not_evaluated_and_stores_what_it_shows(report_html, report_run,
+                                                                                 ood_dir):
+    folder = RunDir(report_run).eval("test")
+    interp = Interpretation.load(folder.predictions)
+    metrics = json.loads(folder.metrics.read_text())
+    assert metrics["n"] == len(interp) and metrics["accuracy"] == pytest.approx(interp.metrics()["accuracy"])
+    options = ReportOptions(**FAST).photo_plan
+    assert json.loads(folder.photo_plan.read_text()) == plan_photos(interp, options).to_dict()
+    # The detector's scores stored by evaluate are those a prediction of each test photo gives.
+    predictor = Predictor.from_run_dir(report_run)
+    scores = UnknownScores.from_dict(json.loads(folder.unknown_scores.read_text()))
+    again, unreadable = score_photos(predictor, [Path(p) for p in interp.paths])
+    assert unreadable == 0 and scores.detector == predictor.detector.name
+    np.testing.assert_allclose(scores.known, again, rtol=1e-5, atol=1e-6)
+    other = scores.other  # scored and stored by the report, which was asked for --ood
+    assert other is not None and other.folder == str(ood_dir)
+    assert (other.total, len(other.scores), other.unreadable) == (8, 7, 1)  # broken.jpg is unreadable
+
+
+def test_the_report_shows_the_stored_results_instead_of_computing_them(report_html, report_run, tmp_path):
+    run = copy_run(report_run, tmp_path / "run", evaluated=True)
+    folder = RunDir(run).eval("test")
+    unknown = json.loads(folder.unknown_scores.read_text())
+    unknown["known"] = [-1e9, -1e9, -1e9, 1e9]  # three kept, one rejected, whatever the threshold
+    folder.unknown_scores.write_text(json.dumps(unknown))
+    faithfulness = json.loads(folder.faithfulness.read_text())
+    faithfulness["methods"][0]["deletion_auc"] = 0.123456
+    folder.faithfulness.write_text(json.dumps(faithfulness))
+    plan = json.loads(folder.photo_plan.read_text())
+    first = plan["gallery"][0]
+    plan["gallery"], plan["gallery_left_out"] = [first], []
+    folder.photo_plan.write_text(json.dumps(plan))
+    page = parse(build_report(run, ReportOptions(out=tmp_path / "r.html", **FAST)))
+    assert f"{pct(0.75)} of 4 held-out photos of the known species" in page.text("unknown")
+    assert "0.123" in page.text("faithfulness")
+    name = json.loads((run / "manifest.json").read_text())["species"][first["species"]]["common_name"]
+    listed = re.findall(r"(\S[^·]*?) · \d+ test photos ·", page.text("gallery"))
+    assert len(listed) == 1 and listed[0].endswith(name.replace("_", " "))  # one species, the stored one
 
 
 def test_overview_numbers_match_metrics_json(report_html, report_run):

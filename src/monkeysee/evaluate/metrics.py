@@ -126,23 +126,6 @@ def sample_losses(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return -np.log(np.clip(p_true, PROB_EPS, 1.0))
 
 
-def roc_curve(known_scores: np.ndarray, unknown_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROC points `(fpr, tpr)` for telling unknown (positive, higher score) from known photos.
-
-    One point per distinct score, from (0, 0) to (1, 1); the trapezoid area under it equals the
-    rank-based AUROC with ties counted as one half.
-    """
-    known = np.asarray(known_scores, dtype=np.float64).ravel()
-    unknown = np.asarray(unknown_scores, dtype=np.float64).ravel()
-    if known.size == 0 or unknown.size == 0:
-        raise ValueError("need at least one known and one unknown score")
-    thresholds = np.unique(np.concatenate([known, unknown]))[::-1]
-    # Fraction of each set flagged (score >= t) at each threshold, from the highest down.
-    tpr = 1.0 - np.searchsorted(np.sort(unknown), thresholds, side="left") / unknown.size
-    fpr = 1.0 - np.searchsorted(np.sort(known), thresholds, side="left") / known.size
-    return np.concatenate([[0.0], fpr]), np.concatenate([[0.0], tpr])
-
-
 ECE_BINS = 15
 
 

@@ -19,7 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from monkeysee.data.species import Species
-from monkeysee.evaluate.metrics import most_confused_pairs, roc_curve
+from monkeysee.evaluate.metrics import most_confused_pairs
+from monkeysee.models.unknown import auroc, roc_curve
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -256,8 +257,7 @@ def _unknown_figure(known: np.ndarray, unknown: np.ndarray, threshold: float, na
     ax_roc.plot([0, 1], [0, 1], color="lightgrey", linestyle=":")
     if known.size and unknown.size:
         fpr, tpr = roc_curve(known, unknown)
-        area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
-        ax_roc.plot(fpr, tpr, color="tab:purple", label=f"AUROC {area:.3f}")
+        ax_roc.plot(fpr, tpr, color="tab:purple", label=f"AUROC {auroc(known, unknown):.3f}")
         ax_roc.plot(1 - kept, rejected, "o", color="black", label="threshold")
         ax_roc.legend(loc="lower right", fontsize=9)
     ax_roc.set_xlim(0, 1)

@@ -16,6 +16,7 @@ from monkeysee.data.layout import Sample, scan_dataset
 from monkeysee.errors import ConfigError, DataError
 from monkeysee.evaluate.interpret import Interpretation
 from monkeysee.evaluate.metrics import compute_metrics, format_metrics_table, reliability_table
+from monkeysee.evaluate.photos import PhotoPlanOptions, plan_photos
 from monkeysee.evaluate.plots import (
     BLOCK_SPECIES,
     plot_confused_block,
@@ -23,7 +24,8 @@ from monkeysee.evaluate.plots import (
     plot_reliability,
     plot_top_losses,
 )
-from monkeysee.io import atomic_write_bytes, atomic_write_json
+from monkeysee.evaluate.unknown import UnknownScores
+from monkeysee.io import atomic_write_bytes
 from monkeysee.predict import Predictor
 from monkeysee.rundir import RunDir
 
@@ -88,34 +90,40 @@ def evaluate_run(
     data: str | Path | None = None,
     predictor: Predictor | None = None,
     log: Callable[[str], None] = print,
+    photo_plan: PhotoPlanOptions | None = None,
 ) -> dict[str, Any]:
-    """Metrics of a run on a split, written to RUN_DIR/eval/<split>/ and printed as a table."""
+    """Metrics of a run on a split, written to RUN_DIR/eval/<split>/ and printed as a table, with the
+    predictions, the photos worth showing (`photo_plan`) and the unknown-photo detector's scores."""
     run_dir = Path(run_dir)
     predictor = predictor or Predictor.from_run_dir(run_dir)
     samples = split_samples(run_dir, split, data, predictor)
-    logits, _feats, kept, errors = predict_samples(predictor, samples)
+    logits, feats, kept, errors = predict_samples(predictor, samples)
     probs = predictor.probabilities(logits)
     targets = np.array([samples[i].target for i in kept])
     interp = Interpretation(probs, targets, [str(samples[i].path) for i in kept], list(predictor.species))
     metrics = compute_metrics(probs, targets, predictor.species)
     metrics |= {"split": split, "unreadable": errors, "run": str(run_dir)}
     name = Path(split).name if split not in RUN_SPLITS and split != "validation" else split
-    out = RunDir(run_dir).eval_dir(name)
-    interp.save(out / "predictions")
-    atomic_write_json(out / "metrics.json", metrics)
+    out = RunDir(run_dir).eval(name)
+    interp.save(out.predictions)
+    out.write_json(out.metrics, metrics)
+    out.write_json(out.photo_plan, plan_photos(interp, photo_plan).to_dict())
+    if predictor.detector is not None:
+        known = UnknownScores(predictor.detector.name, predictor.detector.score(logits, feats))
+        out.write_json(out.unknown_scores, known.to_dict())
     cm = np.asarray(metrics["confusion_matrix"])
     names = [s.display_name for s in predictor.species]
-    plot_confusion_matrix(cm, names, out / "confusion_matrix.png")
+    plot_confusion_matrix(cm, names, out.confusion_matrix)
     if len(names) > BLOCK_SPECIES:  # beyond this the full picture cannot name its species
-        plot_confused_block(cm, names, out / "confusion_block.png")
-    _write_confusion_csv(out / "confusion_matrix.csv", cm, names)
-    plot_reliability(reliability_table(probs, targets), out / "reliability.png", ece=metrics.get("ece"))
-    _plot_top_losses(interp, predictor, out / "top_losses.png")
+        plot_confused_block(cm, names, out.confusion_block)
+    _write_confusion_csv(out.confusion_csv, cm, names)
+    plot_reliability(reliability_table(probs, targets), out.reliability, ece=metrics.get("ece"))
+    _plot_top_losses(interp, predictor, out.top_losses)
     if split == "test":  # the held-out numbers travel with the checkpoint (manifest.metrics.test)
         keys = ("n", "accuracy", "accuracy_ci95", "top3_accuracy", "macro_f1", "log_loss", "ece")
         RunDir(run_dir).record_metrics("test", {k: metrics[k] for k in keys if k in metrics})
     log(format_metrics_table(metrics))
-    log(f"evaluation written to {out}")
+    log(f"evaluation written to {out.path}")
     return metrics
 
 

@@ -22,9 +22,9 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from monkeysee.explain.engine import explain
 from monkeysee.explain.methods import channels_last, resolve_methods
 from monkeysee.models.hooks import evaluating, resolve_layer
 from monkeysee.runtime import autocast, checked_precision
+
+if TYPE_CHECKING:
+    from monkeysee.explain.api import Explainer
 
 BASELINE = "gaussian blur, sigma = 5% of the image side"
 
@@ -132,11 +135,26 @@ class FaithfulnessReport:
             ],
         }
 
+    def to_json(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """`to_dict` with `extra` fields, NaN written as null (JSON has no NaN)."""
+        return _nan_to_none(self.to_dict() | (extra or {}))  # type: ignore[return-value]  # a dict stays one
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FaithfulnessReport:
+        """What `to_dict` or `to_json` wrote (null read back as NaN)."""
+        def value(v: Any) -> Any:  # noqa: ANN401 - a parsed JSON number or null
+            return math.nan if v is None else v
+
+        names = [f.name for f in fields(MethodScores)]
+        scores = tuple(MethodScores(**{k: value(m[k]) for k in names}) for m in d["methods"])
+        return cls(str(d["layer"]), int(d["steps"]), scores, str(d.get("baseline", BASELINE)),
+                   str(d.get("precision", "fp32")))
+
     def save(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """Write `faithfulness.json` (NaN written as null), with `extra` fields such as the photos used."""
         path = Path(directory) / "faithfulness.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(_nan_to_none(self.to_dict() | (extra or {})), indent=2) + "\n")
+        path.write_text(json.dumps(self.to_json(extra), indent=2) + "\n")
         return path
 
 
@@ -352,3 +370,30 @@ def _predict(model: nn.Module, x: torch.Tensor, precision: str = "fp32") -> torc
 def _mean(values: list[float]) -> float:
     finite = [v for v in values if not math.isnan(v)]
     return sum(finite) / len(finite) if finite else float("nan")
+
+
+def faithfulness_on_photos(
+    explainer: Explainer, paths: Sequence[Path], n: int, methods: Sequence[str], *, steps: int = 16,
+    batch_size: int = 8, seed: int = 0,
+) -> tuple[FaithfulnessReport, list[Path]]:
+    """`evaluate_faithfulness` of `explainer`'s model on the first `n` readable photos of `paths`, and
+    those photos; unreadable ones are passed over."""
+    from monkeysee.data.images import load_rgb
+    from monkeysee.errors import ImageError
+
+    chosen: list[Path] = []
+    tensors: list[torch.Tensor] = []
+    for path in paths:
+        if len(chosen) == n:
+            break
+        try:
+            tensors.append(explainer.prepare([load_rgb(path)])[0])
+        except ImageError:
+            continue
+        chosen.append(path)
+    if not chosen:
+        return FaithfulnessReport(str(explainer.layer), steps, ()), []
+    pre = explainer.preprocess
+    report = evaluate_faithfulness(explainer.model, torch.cat(tensors), explainer.layer, list(methods),
+                                   mean=pre.mean, std=pre.std, steps=steps, batch_size=batch_size, seed=seed)
+    return report, chosen

@@ -16,6 +16,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
+from monkeysee.errors import ConfigError
+
 DEFAULT_CMAP = "inferno"
 
 
@@ -27,7 +29,8 @@ def colormap_lut(name: str = DEFAULT_CMAP) -> np.ndarray:
     try:
         cmap = matplotlib.colormaps[name]
     except KeyError:
-        raise ValueError(f"unknown colormap {name!r}; try inferno, viridis, magma or turbo") from None
+        raise ConfigError(f"unknown colour map {name!r}",
+                          fix="pass a matplotlib colour map: inferno, viridis, magma or turbo") from None
     lut = np.round(cmap(np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
     lut.setflags(write=False)
     return lut

@@ -3,10 +3,9 @@
 `fit_temperature` finds the one number T that makes softmax(logits / T) best predict the validation
 labels (minimum mean negative log-likelihood); `Calibration(T).apply(logits)` is then used everywhere a
 probability is shown. T > 1 softens an over-confident model, T < 1 sharpens a timid one; the ranking,
-and so accuracy, is unchanged. The search is a golden-section search on log T over a bounded range:
-NLL is unimodal in log T (convex in 1/T), so it cannot miss, needs no gradient, and cannot step to
-T <= 0. Measured against torch LBFGS on log T (2,000 x 10 logits scaled x5): the same T to 5 digits
-(5.0186), in 14 ms instead of 570 ms.
+and so accuracy, is unchanged. The search is scipy's bounded scalar minimisation (Brent's method) on
+log T over a bounded range: NLL is unimodal in log T (convex in 1/T), so it cannot miss, needs no
+gradient, and cannot step to T <= 0.
 
 `crossfit_threshold` calibrates an unknown-photo threshold on scores the detector did not fit to: each
 training photo is scored by a detector fitted on the other folds (for kNN, a photo is never its own
@@ -22,6 +21,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from scipy.optimize import minimize_scalar
 
 from monkeysee.errors import CheckpointError, ConfigError
 from monkeysee.models.unknown import DETECTORS, Detector, calibrate_threshold, get_detector
@@ -29,7 +29,6 @@ from monkeysee.models.unknown import DETECTORS, Detector, calibrate_threshold, g
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 
 TEMPERATURE_BOUNDS = (0.05, 20.0)
-_GOLDEN = (math.sqrt(5) - 1) / 2
 
 
 @dataclass(frozen=True)
@@ -72,30 +71,16 @@ def fit_temperature(
     bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
     tol: float = 1e-5,
 ) -> Calibration:
-    """The temperature in `bounds` minimising validation NLL (golden-section search on log T)."""
+    """The temperature in `bounds` minimising validation NLL (bounded Brent search on log T)."""
     z = np.asarray(logits.detach().cpu() if isinstance(logits, torch.Tensor) else logits, dtype=np.float64)
     y = np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets, dtype=np.int64)
     if z.ndim != 2 or y.shape != (len(z),) or len(z) == 0:
         raise ValueError(f"need logits (N, C) and targets (N,) with N > 0, got {z.shape} and {y.shape}")
     if y.min() < 0 or y.max() >= z.shape[1]:
         raise ValueError(f"targets must lie in [0, {z.shape[1]}), got [{y.min()}, {y.max()}]")
-    lo, hi = math.log(bounds[0]), math.log(bounds[1])
-
-    def loss(log_t: float) -> float:
-        return nll(z, y, math.exp(log_t))
-
-    a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
-    fa, fb = loss(a), loss(b)
-    while hi - lo > tol:
-        if fa <= fb:  # the minimum lies in [lo, b]
-            hi, b, fb = b, a, fa
-            a = hi - _GOLDEN * (hi - lo)
-            fa = loss(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + _GOLDEN * (hi - lo)
-            fb = loss(b)
-    return Calibration(math.exp((lo + hi) / 2))
+    result = minimize_scalar(lambda log_t: nll(z, y, math.exp(log_t)), method="bounded",
+                             bounds=(math.log(bounds[0]), math.log(bounds[1])), options={"xatol": tol})
+    return Calibration(math.exp(float(result.x)))
 
 
 # --- cross-fitted unknown threshold ----------------------------------------------------------------------

@@ -18,6 +18,7 @@ from itertools import pairwise
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 
 def folded(module: nn.Module) -> nn.Module:
@@ -48,18 +49,15 @@ def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
 
 
 def _merge(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Conv weights and bias with `bn` merged in, computed in fp32 and stored in the conv's dtype."""
     assert bn.running_mean is not None and bn.running_var is not None
-    scale = torch.rsqrt(bn.running_var.float() + bn.eps)
-    if bn.affine:
-        scale = scale * bn.weight.float()
-    shift = -bn.running_mean.float() * scale
-    if bn.affine:
-        shift = shift + bn.bias.float()
-    if conv.bias is not None:
-        shift = shift + conv.bias.float() * scale
-    weight = conv.weight.float() * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
-    conv.weight = nn.Parameter(weight.to(conv.weight.dtype))
-    conv.bias = nn.Parameter(shift.to(conv.weight.dtype))
+    dtype = conv.weight.dtype
+    weight, bias = fuse_conv_bn_weights(
+        conv.weight.float(), None if conv.bias is None else conv.bias.float(),
+        bn.running_mean.float(), bn.running_var.float(), bn.eps,
+        bn.weight.float() if bn.affine else None, bn.bias.float() if bn.affine else None)
+    conv.weight = nn.Parameter(weight.to(dtype))
+    conv.bias = nn.Parameter(bias.to(dtype))
 
 
 def _what_remains(bn: nn.BatchNorm2d) -> nn.Module:

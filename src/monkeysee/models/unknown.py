@@ -263,19 +263,27 @@ def _l2_normalise(x: np.ndarray) -> np.ndarray:
 # --- operating-point maths -------------------------------------------------------------------------------
 
 
-def auroc(known_scores: np.ndarray, unknown_scores: np.ndarray) -> float:
-    """P(an unknown photo scores higher than a known one), ties counted as 1/2 (Mann-Whitney via ranks)."""
+def roc_curve(known_scores: np.ndarray, unknown_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROC points `(fpr, tpr)` for telling unknown (positive, higher score) from known photos.
+
+    One point per distinct score, from (0, 0) to (1, 1); tied scores move both rates in one step.
+    """
     known = np.asarray(known_scores, dtype=np.float64).ravel()
     unknown = np.asarray(unknown_scores, dtype=np.float64).ravel()
     if known.size == 0 or unknown.size == 0:
         raise ValueError("need at least one known and one unknown score")
-    both = np.concatenate([known, unknown])
-    _, inverse, counts = np.unique(both, return_inverse=True, return_counts=True)
-    # Average 1-based rank of each distinct value: ranks below it, plus the middle of its own run.
-    avg_rank = np.cumsum(counts) - (counts - 1) / 2.0
-    rank_sum = avg_rank[inverse[known.size :]].sum()
-    u = rank_sum - unknown.size * (unknown.size + 1) / 2.0
-    return float(u / (known.size * unknown.size))
+    thresholds = np.unique(np.concatenate([known, unknown]))[::-1]
+    # Fraction of each set flagged (score >= t) at each threshold, from the highest down.
+    tpr = 1.0 - np.searchsorted(np.sort(unknown), thresholds, side="left") / unknown.size
+    fpr = 1.0 - np.searchsorted(np.sort(known), thresholds, side="left") / known.size
+    return np.concatenate([[0.0], fpr]), np.concatenate([[0.0], tpr])
+
+
+def auroc(known_scores: np.ndarray, unknown_scores: np.ndarray) -> float:
+    """P(an unknown photo scores higher than a known one), ties counted as 1/2: the trapezoid area under
+    `roc_curve`, whose tied steps are straight diagonals."""
+    fpr, tpr = roc_curve(known_scores, unknown_scores)
+    return float(np.trapezoid(tpr, fpr))
 
 
 def calibrate_threshold(known_scores: np.ndarray, keep: float = 0.95) -> float:
@@ -336,6 +344,10 @@ class UnknownDetector:
     _detector: Detector = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        for name, value in (("threshold", self.threshold), ("poor_threshold", self.poor_threshold)):
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"unknown-photo {name.replace('_', ' ')} must be a finite number, "
+                                  f"not {value}", fix="pass a number, or calibrate the detector again")
         object.__setattr__(self, "_detector", DETECTORS[self.name].from_state(self.state.params,
                                                                                self.state.arrays))
 
@@ -428,4 +440,5 @@ __all__ = [
     "fpr_at_tpr",
     "get_detector",
     "register_detector",
+    "roc_curve",
 ]

@@ -1,5 +1,9 @@
 """Everything the report's sections read about one run, loaded once: files of the run folder, the data
-index, the stored test predictions, and (lazily) the model."""
+index, what `evaluate` stored for the test split, and (lazily) the model.
+
+What `evaluate` did not store (a run evaluated by an older monkeysee, other report options, an explanation
+check nobody ran yet) is computed here on demand by the functions that `evaluate` and `explain` use, and
+the unknown-photo scores and faithfulness table are stored for the next build."""
 
 from __future__ import annotations
 
@@ -8,17 +12,22 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from monkeysee.checkpoint import Manifest
 from monkeysee.data.layout import DataIndex
 from monkeysee.data.species import Species
 from monkeysee.errors import CheckpointError, ConfigError, DataError, MonkeyseeError
 from monkeysee.evaluate.interpret import Interpretation
+from monkeysee.evaluate.photos import PhotoPlan, PhotoPlanOptions, plan_photos
+from monkeysee.evaluate.unknown import UnknownScores, score_other_photos, score_photos
 from monkeysee.report.cams import OverlayBank
 from monkeysee.report.html import code
-from monkeysee.rundir import RunDir
+from monkeysee.rundir import EvalFolder, RunDir
 
 if TYPE_CHECKING:
     from monkeysee.explain.api import Explainer
+    from monkeysee.explain.faithfulness import FaithfulnessReport
     from monkeysee.predict import Predictor
 
 EVAL_SPLIT = "test"
@@ -73,6 +82,11 @@ class ReportOptions:
                     f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}",
                     fix="pass a positive number",
                 )
+
+    @property
+    def photo_plan(self) -> PhotoPlanOptions:
+        return PhotoPlanOptions(self.confused_pairs, self.examples_per_pair, self.gallery_per_species,
+                                self.max_gallery_photos)
 
 
 @dataclass
@@ -134,16 +148,16 @@ class ReportContext:
     # --- evaluation --------------------------------------------------------------------------------
 
     @property
-    def eval_dir(self) -> Path:
-        return RunDir(self.run_dir).eval_dir(EVAL_SPLIT)
+    def evaluation(self) -> EvalFolder:
+        return RunDir(self.run_dir).eval(EVAL_SPLIT)
 
     def _load_evaluation(self) -> None:
         """Stored test metrics and predictions; evaluates the run first when they are missing."""
-        metrics_file = self.eval_dir / "metrics.json"
-        if not metrics_file.is_file():
+        stored = self.evaluation
+        if not stored.metrics.is_file():
             if not self.photos_ok:
                 self.problems["metrics"] = (
-                    f"the run has not been evaluated ({metrics_file} is missing) and the photos to "
+                    f"the run has not been evaluated ({stored.metrics} is missing) and the photos to "
                     "evaluate it on are not available; run monkeysee evaluate RUN_DIR --data DIR, or pass "
                     "--data DIR here"
                 )
@@ -151,16 +165,84 @@ class ReportContext:
             from monkeysee.evaluate.runner import evaluate_run
 
             try:
-                evaluate_run(self.run_dir, EVAL_SPLIT, self.options.data, self.predictor, log=lambda _: None)
+                evaluate_run(self.run_dir, EVAL_SPLIT, self.options.data, self.predictor, log=lambda _: None,
+                             photo_plan=self.options.photo_plan)
             except (MonkeyseeError, OSError) as exc:
                 why = exc.message if isinstance(exc, MonkeyseeError) else f"{exc.strerror}: {exc.filename}"
                 self.problems["metrics"] = f"evaluating the run on its test photos failed ({why})"
                 return
-        self.metrics = RunDir(self.run_dir).read_json(metrics_file.relative_to(self.run_dir))
+        self.metrics = stored.read_json(stored.metrics)
         try:
-            self.interp = Interpretation.load(self.eval_dir / "predictions")
+            self.interp = Interpretation.load(stored.predictions)
         except CheckpointError as exc:
             self.problems["predictions"] = exc.message
+
+    @cached_property
+    def photo_plan(self) -> PhotoPlan | None:
+        """The photos `evaluate` chose to show, or, chosen with other options, a plan made now."""
+        if self.interp is None:
+            return None
+        stored = self.evaluation.read_json(self.evaluation.photo_plan)
+        try:
+            plan = PhotoPlan.from_dict(stored) if isinstance(stored, dict) else None
+        except (KeyError, TypeError, ValueError):
+            plan = None  # damaged: planned again below
+        if plan is not None and plan.options == self.options.photo_plan and plan.fits(self.interp):
+            return plan
+        return plan_photos(self.interp, self.options.photo_plan)
+
+    def unknown_scores(self) -> UnknownScores | None:
+        """The detector's scores of the test photos (and of `options.ood`), stored by `evaluate`, or
+        scored now and stored; None for a run without a detector."""
+        detector = self.predictor.detector
+        if detector is None:
+            return None
+        folder, opt = self.evaluation, self.options
+        stored = folder.read_json(folder.unknown_scores)
+        try:
+            scores = UnknownScores.from_dict(stored) if isinstance(stored, dict) else None
+        except (KeyError, TypeError, ValueError):
+            scores = None
+        keep = scores is not None and scores.detector == detector.name
+        if scores is None or not keep:
+            scores = UnknownScores(detector.name, np.array([]))  # no known photos to score
+            if self.index is not None and self.photos_ok:
+                paths = [s.path for s in self.index.test if s.path.is_file()]
+                known, _ = score_photos(self.predictor, paths, opt.batch_size * 2, "known photos")
+                scores, keep = UnknownScores(detector.name, known), True
+        other = scores.other
+        if opt.ood is not None and (other is None or other.folder != str(opt.ood)
+                                    or other.max_photos != opt.max_ood_photos):
+            scores = scores.with_other(score_other_photos(self.predictor, opt.ood, opt.max_ood_photos,
+                                                          opt.batch_size * 2))
+        if keep and scores.to_dict() != stored:
+            folder.write_json(folder.unknown_scores, scores.to_dict())
+        return scores
+
+    def faithfulness(self) -> tuple[FaithfulnessReport, list[str]]:
+        """The faithfulness of each CAM method on spread-out test photos, and those photos: stored in the
+        evaluation folder, or measured now (and stored) when the stored one was made with other options."""
+        from monkeysee.explain.faithfulness import FaithfulnessReport, faithfulness_on_photos
+        from monkeysee.explain.photos import spread
+
+        opt, folder = self.options, self.evaluation
+        asked = {"photos": opt.faithfulness_photos, "steps": opt.faithfulness_steps,
+                 "methods": list(opt.faithfulness_methods), "seed": self.manifest.seed}
+        stored = folder.read_json(folder.faithfulness)
+        if isinstance(stored, dict) and stored.get("asked") == asked:
+            try:
+                return FaithfulnessReport.from_dict(stored), list(stored["photos"])
+            except (KeyError, TypeError, ValueError):
+                pass  # damaged: measured again below
+        assert self.index is not None
+        report, chosen = faithfulness_on_photos(
+            self.explainer, spread(s.path for s in self.index.test if s.path.is_file()),
+            opt.faithfulness_photos, opt.faithfulness_methods, steps=opt.faithfulness_steps,
+            batch_size=opt.batch_size, seed=self.manifest.seed)
+        photos = [str(p) for p in chosen]
+        if chosen:
+            folder.write_json(folder.faithfulness, report.to_json({"photos": photos, "asked": asked}))
+        return report, photos
 
     # --- model -------------------------------------------------------------------------------------
 

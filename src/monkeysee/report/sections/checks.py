@@ -4,13 +4,9 @@ not know (photos of none of its species)?"""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from monkeysee.data.images import is_sidecar, iter_photos, load_rgb
-from monkeysee.errors import DataError, ImageError
 from monkeysee.report.context import ReportContext
 from monkeysee.report.html import code, esc, figure, img, key_values, note, num, para, pct, table
 from monkeysee.report.images import plot_uri
@@ -27,42 +23,15 @@ class Faithfulness(Section):
     order = 100
 
     def render(self, ctx: ReportContext) -> str:
-        import torch
-
         from monkeysee.explain import METHODS
-        from monkeysee.explain.faithfulness import evaluate_faithfulness
-        from monkeysee.explain.photos import spread
 
-        n = ctx.options.faithfulness_photos
-        if n == 0:
+        if ctx.options.faithfulness_photos == 0:
             return note("Skipped (--faithfulness-photos 0).")
         if ctx.index is None or not ctx.photos_ok:
             return note(ctx.photos_missing("faithfulness table"))
-        explainer = ctx.explainer
-        chosen: list[Path]
-        chosen, tensors = [], []
-        for path in spread(s.path for s in ctx.index.test if s.path.is_file()):
-            if len(chosen) == n:
-                break
-            try:
-                tensors.append(explainer.prepare([load_rgb(path)])[0])
-            except ImageError:
-                continue
-            chosen.append(path)
+        report, chosen = ctx.faithfulness()
         if not chosen:
             return note("No readable test photos to measure faithfulness on.")
-        pre = ctx.manifest.preprocess
-        report = evaluate_faithfulness(
-            explainer.model,
-            torch.cat(tensors),
-            explainer.layer,
-            list(ctx.options.faithfulness_methods),
-            mean=pre.mean,
-            std=pre.std,
-            steps=ctx.options.faithfulness_steps,
-            batch_size=ctx.options.batch_size,
-            seed=ctx.manifest.seed,
-        )
         best = report.best
         rows = []
         for s in report.scores:
@@ -137,7 +106,8 @@ class Unknown(Section):
         from monkeysee.models.unknown import auroc
 
         detector = ctx.predictor.detector
-        if detector is None:
+        scores = ctx.unknown_scores()
+        if detector is None or scores is None:
             return note(
                 "This run has no unknown-photo detector (its manifest records none); retrain to get one."
             )
@@ -152,33 +122,29 @@ class Unknown(Section):
             ),
         ]
         parts = []
-        known = np.array([])
-        if ctx.index is not None and ctx.photos_ok:
-            known = self._scores(ctx, [s.path for s in ctx.index.test if s.path.is_file()], "known photos")[0]
-            if known.size:
-                rows.append(
-                    (
-                        "Known test photos kept",
-                        f"{pct(float((known <= detector.threshold).mean()))} of "
-                        f"{known.size} held-out photos of the known species",
-                    )
+        known = scores.known
+        if known.size:
+            rows.append(
+                (
+                    "Known test photos kept",
+                    f"{pct(float((known <= detector.threshold).mean()))} of "
+                    f"{known.size} held-out photos of the known species",
                 )
-        else:
+            )
+        elif ctx.index is None or not ctx.photos_ok:
             parts.append(note(ctx.photos_missing("scores of known photos")))
         unknown = np.array([])
-        if opt.ood is not None:
-            paths = _ood_photos(opt.ood)
-            sampled = paths[:: max(1, math.ceil(len(paths) / opt.max_ood_photos))]
-            unknown, unreadable = self._scores(ctx, sampled, "unknown photos")
-            share = (
-                "" if len(sampled) == len(paths) else f" (an evenly spaced sample of the {len(paths)} there)"
-            )
+        if opt.ood is not None and scores.other is not None:
+            other = scores.other
+            unknown = other.scores
+            sample = other.sampled != other.total
+            share = f" (an evenly spaced sample of the {other.total} there)" if sample else ""
             rows.append(
                 (
                     "Unknown photos rejected",
                     f"{pct(float((unknown > detector.threshold).mean()))} of "
                     f"{unknown.size} photos from {code(opt.ood)}{share}"
-                    + (f"; {unreadable} unreadable skipped" if unreadable else ""),
+                    + (f"; {other.unreadable} unreadable skipped" if other.unreadable else ""),
                 )
             )
             if known.size and unknown.size:
@@ -211,28 +177,3 @@ class Unknown(Section):
                 )
             )
         return key_values(rows) + "".join(parts)
-
-    @staticmethod
-    def _scores(ctx: ReportContext, paths: list[Path], what: str) -> tuple[np.ndarray, int]:
-        """Unknown-detector scores of the readable photos among `paths`, and how many were unreadable."""
-        scores, bad = [], 0
-        preds = ctx.predictor.predict_paths(paths, top_k=1, batch_size=ctx.options.batch_size * 2)
-        for pred in tqdm(preds, total=len(paths), desc=what, unit="photo", disable=None, leave=False):
-            if pred.error is not None or pred.unknown_score is None:
-                bad += 1
-            else:
-                scores.append(pred.unknown_score)
-        return np.asarray(scores, dtype=np.float64), bad
-
-
-def _ood_photos(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise DataError(
-            "unknown-photo folder not found", fix="pass --ood DIR, a folder of photos", path=folder
-        )
-    photos = [p for p in iter_photos(folder) if not is_sidecar(p)]
-    if not photos:
-        raise DataError(
-            "no photos in the unknown-photo folder", fix="put photos of other things in it", path=folder
-        )
-    return photos

@@ -17,6 +17,7 @@ from monkeysee.evaluate.metrics import most_confused_pairs
 from monkeysee.evaluate.plots import BLOCK_SPECIES
 from monkeysee.report.context import ReportContext
 from monkeysee.report.html import (
+    code,
     details,
     esc,
     figure,
@@ -124,28 +125,13 @@ class Confusion(Section):
         self.near_misses = False
 
     def plan(self, ctx: ReportContext) -> None:
-        if ctx.interp is None or not ctx.photos_ok:
+        plan = ctx.photo_plan
+        if plan is None or not ctx.photos_ok:
             return
-        it, opt = ctx.interp, ctx.options
-        probs, targets, preds = it.probs, it.targets, it.preds
-        pairs = most_confused_pairs(it.confusion_matrix())[: opt.confused_pairs]
-        if pairs:
-            for t, p, count in pairs:
-                rows = np.flatnonzero((targets == t) & (preds == p))
-                rows = rows[np.argsort(-probs[rows, p], kind="stable")][: opt.examples_per_pair]
-                self.pairs.append((t, p, count, [self._example(ctx, int(i), p) for i in rows]))
-        else:  # nothing confused: show the closest calls, each photo's runner-up species
-            self.near_misses = True
-            masked = probs.copy()
-            masked[np.arange(len(targets)), targets] = -1.0
-            runner = masked.argmax(axis=1)
-            score = masked[np.arange(len(targets)), runner]
-            best: dict[tuple[int, int], list[int]] = {}
-            for i in np.argsort(-score, kind="stable"):
-                best.setdefault((int(targets[i]), int(runner[i])), []).append(int(i))
-            for (t, r), rows in list(best.items())[: opt.confused_pairs]:  # type: ignore[assignment]  # list, not array
-                examples = [self._example(ctx, i, r) for i in rows[: opt.examples_per_pair]]
-                self.pairs.append((t, r, len(rows), examples))
+        self.near_misses = plan.near_misses
+        for pair in plan.pairs:
+            examples = [self._example(ctx, row, pair.other) for row in pair.rows]
+            self.pairs.append((pair.true, pair.other, pair.count, examples))
         for _, _, _, examples in self.pairs:
             for e in examples:
                 ctx.cams.want(e.path, e.other)
@@ -211,7 +197,7 @@ class Confusion(Section):
     def _matrix(ctx: ReportContext) -> str:
         from monkeysee.evaluate.plots import plot_confused_block, plot_confusion_matrix
 
-        stored = ctx.eval_dir / "confusion_matrix.png"
+        stored = ctx.evaluation.confusion_matrix
         if not ctx.metrics:
             if not stored.is_file():
                 return note(esc(ctx.problems.get("metrics", "The run has not been evaluated.")))
@@ -227,11 +213,11 @@ class Confusion(Section):
         if len(names) <= BLOCK_SPECIES:
             return matrix
         block = figure(
-            img(stored_or_plot_uri(ctx.eval_dir / "confusion_block.png",
+            img(stored_or_plot_uri(ctx.evaluation.confusion_block,
                                    lambda p: plot_confused_block(cm, names, p)),
                 "the most-confused species", class_="matrix"),
             f"The {BLOCK_SPECIES} species most confused with each other, side by side and named; the full "
-            f"matrix of all {len(names)} species is above and in eval/test/confusion_matrix.csv.",
+            f"matrix of all {len(names)} species is above and in {code(ctx.evaluation.confusion_csv)}.",
         )
         return block + matrix
 
@@ -300,32 +286,14 @@ class Gallery(Section):
         self.left_out: list[int] = []
 
     def plan(self, ctx: ReportContext) -> None:
-        if ctx.interp is None or not ctx.photos_ok or ctx.options.gallery_per_species == 0:
+        plan, it = ctx.photo_plan, ctx.interp
+        if plan is None or it is None or not ctx.photos_ok:
             return
-        it, k = ctx.interp, ctx.options.gallery_per_species
-        probs, targets, preds = it.probs, it.targets, it.preds
-        picks = {}
-        for c in range(it.num_classes):
-            rows = np.flatnonzero(targets == c)
-            right, wrong = rows[preds[rows] == c], rows[preds[rows] != c]
-            right = right[np.argsort(-probs[right, c], kind="stable")][:k]
-            wrong = wrong[np.argsort(-probs[wrong, preds[wrong]], kind="stable")][:k]
-            picks[c] = (right.tolist(), wrong.tolist())
-        # Over budget: the weakest species (lowest recall) get their place first.
-        recall = [
-            len(np.flatnonzero((targets == c) & (preds == c))) / max(1, int((targets == c).sum()))
-            for c in range(it.num_classes)
-        ]
-        budget = ctx.options.max_gallery_photos
-        for c in sorted(picks, key=lambda c: (recall[c], c)):
-            n = sum(map(len, picks[c]))
-            if n <= budget:
-                self.shown[c], budget = picks[c], budget - n
-            else:
-                self.left_out.append(c)
+        self.shown = {c: (list(right), list(wrong)) for c, (right, wrong) in plan.gallery.items()}
+        self.left_out = list(plan.gallery_left_out)
         for right, wrong in self.shown.values():
             for i in right + wrong:
-                ctx.cams.want(ctx.photo_path(it.paths[i]), int(preds[i]))
+                ctx.cams.want(ctx.photo_path(it.paths[i]), int(it.preds[i]))
 
     def render(self, ctx: ReportContext) -> str:
         if ctx.options.gallery_per_species == 0:

@@ -27,6 +27,7 @@ from monkeysee.report.html import (
 )
 from monkeysee.report.images import stored_or_plot_uri
 from monkeysee.report.sections import Section, section
+from monkeysee.rundir import CURVES, RunDir
 
 # Species whose F1 is below this are flagged in the per-species table.
 WEAK_F1 = 0.8
@@ -287,7 +288,8 @@ class Training(Section):
 
         if not ctx.history:
             return note("This run records no training history (history.json).")
-        uri = stored_or_plot_uri(ctx.run_dir / "curves.png", lambda p: plot_training_curves(ctx.history, p))
+        curves = RunDir(ctx.run_dir).file(CURVES)
+        uri = stored_or_plot_uri(curves, lambda p: plot_training_curves(ctx.history, p))
         best = ctx.manifest.metrics.get("best", {})
         parts = [
             figure(
@@ -371,7 +373,7 @@ class Metrics(Section):
         unreadable = metrics.get("unreadable") or []
         parts.append(
             para(
-                f"From {code(ctx.eval_dir / 'metrics.json')}: {metrics['n']} photos of the held-out "
+                f"From {code(ctx.evaluation.metrics)}: {metrics['n']} photos of the held-out "
                 f"{EVAL_SPLIT} split. The 95% interval (Wilson) says how far the accuracy could be from the "
                 "model's true accuracy just because the test set is small."
                 + (f" {len(unreadable)} photo(s) could not be read and are left out." if unreadable else "")
@@ -412,7 +414,7 @@ class Metrics(Section):
         from monkeysee.evaluate.metrics import reliability_table
         from monkeysee.evaluate.plots import plot_reliability
 
-        stored, interp = ctx.eval_dir / "reliability.png", ctx.interp
+        stored, interp = ctx.evaluation.reliability, ctx.interp
         if not stored.is_file() and interp is None:
             return ""
         def draw(path: Path) -> Path:
