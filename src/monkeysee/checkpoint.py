@@ -45,6 +45,7 @@ class Manifest:
     created: str = ""
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"bytes", "sha256"}
     calibration: dict[str, Any] = field(default_factory=dict)  # how logits become honest probabilities
+    taxonomy: dict[str, Any] | None = None  # the ranks above species (data.taxonomy.Taxonomy.to_dict)
 
     @property
     def num_classes(self) -> int:
@@ -69,6 +70,7 @@ class Manifest:
             "created": self.created or datetime.now(UTC).isoformat(timespec="seconds"),
             "files": self.files,
             "calibration": self.calibration,
+            "taxonomy": self.taxonomy,
         }
 
     @classmethod
@@ -90,6 +92,7 @@ class Manifest:
             created=d.get("created", ""),
             files=dict(d.get("files", {})),
             calibration=dict(d.get("calibration", {})),
+            taxonomy=d.get("taxonomy"),
         )
 
     def replace(self, **changes: Any) -> Manifest:
@@ -186,6 +189,19 @@ def _files(v: Any) -> str | None:  # noqa: ANN401 - any parsed JSON value
     return None
 
 
+def _taxonomy(v: Any) -> str | None:  # noqa: ANN401 - any parsed JSON value
+    if not isinstance(v, dict) or set(v) != {"ranks", "lineage", "source"}:
+        return "must be an object of ranks, lineage and source"
+    ranks, lineage = v["ranks"], v["lineage"]
+    if not (isinstance(ranks, list) and ranks and all(_name(r) is None for r in ranks)):
+        return "ranks must be a non-empty list of rank names"
+    if not (isinstance(lineage, dict) and all(
+            isinstance(t, list) and len(t) == len(ranks) and all(_name(n) is None for n in t)
+            for t in lineage.values())):
+        return f"lineage must give every species one name for each of its {len(ranks)} ranks"
+    return _text(v["source"])
+
+
 def _optional(check: Check) -> Check:
     return lambda v: None if v is None else check(v)
 
@@ -243,6 +259,7 @@ _FIELDS: dict[str, tuple[bool, Check]] = {
     "created": (False, _text),
     "files": (False, _files),
     "calibration": (False, _mapping),
+    "taxonomy": (False, _optional(_taxonomy)),
 }
 _SECTIONS = {"unknown": _section(_UNKNOWN, ("name", "threshold")),
              "calibration": _section(_CALIBRATION, ("temperature",))}
@@ -283,6 +300,9 @@ def _validate(d: Any) -> None:  # noqa: ANN401 - parsed JSON
             raise _ManifestField(key, problem, fix="upgrade monkeysee to read it" if upgrade else _REWRITE)
     for key, check_section in _SECTIONS.items():
         check_section(d.get(key, {}), key)
+    lineage = (d.get("taxonomy") or {}).get("lineage", {})
+    if lineage and set(lineage) != {s["label"] for s in d["species"]}:
+        raise _ManifestField("taxonomy.lineage", "does not name exactly the species of the manifest")
     if "num_classes" in d and d["num_classes"] != len(d["species"]):
         raise _ManifestField("num_classes",
                              f"is {d['num_classes']} but {len(d['species'])} species are listed")

@@ -51,6 +51,7 @@ class TrainConfig:
     unknown_keep: float = 0.95  # fraction of known-species photos the threshold accepts
     unknown_calibration: str = "crossfit"  # crossfit (out-of-fold training + val photos) | val
     calibration: str = "temperature"  # temperature | none: how shown probabilities are made honest
+    taxonomy: str | None = None  # CSV of the ranks above species; None = genus and family from Latin names
 
     def __post_init__(self) -> None:
         """Every setting is checked here, before any photo is read or any layer computed."""

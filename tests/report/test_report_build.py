@@ -256,3 +256,12 @@ def test_options_reject_nonsense(bad):
 
     with pytest.raises(ConfigError):
         ReportOptions(**bad)
+
+
+def test_the_taxonomy_section_lists_each_species_with_its_recorded_ranks(report_html, report_run):
+    recorded = json.loads((report_run / "manifest.json").read_text())["taxonomy"]
+    lineage = {"n0": ["Rubra"], "n1": ["Viridis"], "n2": ["Caerulea"]}
+    assert recorded == {"ranks": ["genus"], "lineage": lineage, "source": "Latin names of the labels file"}
+    text = " ".join(parse(report_html).text("taxonomy").split())
+    assert "3 species in 3 genus taxa, from Latin names of the labels file" in text
+    assert "red monkey Rubra simia Rubra" in text and "blue monkey Caerulea simia Caerulea" in text

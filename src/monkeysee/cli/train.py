@@ -46,6 +46,9 @@ _HELP: dict[str, str] = {
     "unknown_keep": "share of known-species photos the unknown threshold accepts",
     "unknown_calibration": "crossfit (out-of-fold training photos + val) or val",
     "calibration": "temperature (shown probabilities fitted on val) or none",
+    "taxonomy": "CSV of the ranks above species: a header 'species,RANK,...' (ranks fine to coarse, e.g. "
+                "genus,family) and a row per species (default: genus from the labels file's Latin names, "
+                "primate families built in)",
 }
 _FLAGS = tuple(_HELP)
 

@@ -17,6 +17,7 @@ from monkeysee import distributed
 from monkeysee.checkpoint import Manifest
 from monkeysee.config import TrainConfig
 from monkeysee.data.layout import DataIndex, scan_dataset
+from monkeysee.data.taxonomy import Taxonomy, resolve_taxonomy
 from monkeysee.errors import CheckpointError, ConfigError
 from monkeysee.models import Classifier, create_model, get_backbone
 from monkeysee.models.unknown import DETECTORS
@@ -105,6 +106,7 @@ class Trainer:
         distributed.barrier()  # every rank has looked at the folder before rank 0 writes into it
         seed_everything(cfg.seed)
         index = self._data_index(log, had_splits)
+        taxonomy = self._taxonomy(index, log)
         model = create_model(cfg.backbone, len(index.species), pretrained=True, weights=cfg.weights,
                              dropout=cfg.dropout).to(self.device)
         cut = self._freeze(model)
@@ -128,7 +130,7 @@ class Trainer:
                 loop.run(self._resumed(FinetunePhase(cfg, model, upper, splits, self.device, self.precision)))
         distributed.barrier()  # rank 0 has written the best weights
         model.load_state_dict(self.state.best_weights())
-        return self._finish(model, pooler, splits, index, log)
+        return self._finish(model, pooler, splits, index, taxonomy, log)
 
     # --- data ---------------------------------------------------------------------------------
 
@@ -159,6 +161,16 @@ class Trainer:
         self.run_dir.write_splits(index)
         distributed.barrier()
         return index
+
+    def _taxonomy(self, index: DataIndex, log: Log) -> Taxonomy | None:
+        """The ranks above species, checked against the species before any photo is encoded."""
+        taxonomy = resolve_taxonomy(index.species, self.cfg.taxonomy)
+        if taxonomy is None:
+            log("taxonomy: none (the species have no Latin names and no --taxonomy file was given)")
+        else:
+            counts = ", ".join(f"{len(taxonomy.members(r))} {r} taxa" for r in taxonomy.ranks)
+            log(f"taxonomy: {counts} ({taxonomy.source})")
+        return taxonomy
 
     def _write_config(self) -> None:
         if distributed.is_main():
@@ -258,7 +270,7 @@ class Trainer:
     # --- after training -----------------------------------------------------------------------
 
     def _finish(self, model: Classifier, pooler: Pooler, splits: dict[str, StoreSplit], index: DataIndex,
-                log: Log) -> Path:
+                taxonomy: Taxonomy | None, log: Log) -> Path:
         from monkeysee.evaluate.plots import plot_training_curves
 
         cfg, p = self.cfg, self.progress
@@ -289,6 +301,7 @@ class Trainer:
                      "train_seconds": round(p.cache_seconds + sum(r["seconds"] for r in p.history), 1)},
             data_fingerprint=index.fingerprint(),
             calibration=calibration.to_dict(),
+            taxonomy=None if taxonomy is None else taxonomy.to_dict(),
         )
         plot_training_curves(p.history, self.run_dir.file(CURVES))
         self.run_dir.save_checkpoint(model.to(memory_format=torch.contiguous_format), manifest, detector)
