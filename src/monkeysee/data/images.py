@@ -17,7 +17,6 @@ import re
 import stat
 import threading
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -25,7 +24,10 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from monkeysee.errors import DataError, ImageError
+from monkeysee.data.folders import as_path, display_path
+from monkeysee.data.folders import is_sidecar as is_sidecar  # re-exported: photos and folders from one module
+from monkeysee.data.folders import iter_photos as iter_photos
+from monkeysee.errors import ImageError
 
 MAX_PIXELS: int = 89_478_485
 """Largest photo accepted by default (Pillow's own decompression-bomb default: about 9,459 x 9,459)."""
@@ -39,9 +41,6 @@ plugin; TIFF (cameras, scanners), BMP and GIF are photo containers too. Everythi
 PSD, ICO and two dozen rarer formats) is refused before any decoder runs."""
 
 ACCEPTED = "JPEG, PNG, WebP, TIFF, BMP or GIF"
-
-# Files that operating systems and archivers leave in photo folders; never photos.
-_JUNK_NAMES = frozenset({"Thumbs.db", "desktop.ini", "__MACOSX"})
 
 # `warnings.catch_warnings` swaps process-wide state; serialise our use of it across loader threads.
 _OPEN_LOCK = threading.Lock()
@@ -59,17 +58,6 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
 )
 _FTYP_BRANDS = {b"heic": "a HEIC photo", b"heix": "a HEIC photo", b"mif1": "a HEIF photo",
                 b"avif": "an AVIF photo"}
-
-
-def display_path(path: str | bytes | os.PathLike) -> str:
-    """`path` as printable text: bytes that are not UTF-8 (a file name from another system) are
-    shown as backslash escapes, so any message naming the file can be printed and written as JSON."""
-    raw = os.fsencode(path)
-    return raw.decode("utf-8", errors="backslashreplace")
-
-
-def _as_path(path: str | bytes | os.PathLike) -> Path:
-    return Path(os.fsdecode(path))
 
 
 @dataclass(frozen=True)
@@ -91,7 +79,7 @@ def load_rgb(path: str | bytes | os.PathLike, max_pixels: int = MAX_PIXELS,
     transparency is composited on white and 16-bit greyscale is scaled down (not clipped). Broken
     links, link loops, FIFOs, devices and folders are named as such; a FIFO is never opened.
     """
-    path = _as_path(path)
+    path = as_path(path)
     shown = display_path(path)
     _check_regular_file(path, shown)
     try:
@@ -414,65 +402,3 @@ def _high_depth_to_rgb(im: Image.Image) -> Image.Image:
         np.clip(np.rint(values, out=values), 0, 255, out=values)
         out.paste(Image.fromarray(values.astype(np.uint8), mode="L"), (0, y0))
     return out
-
-
-# Files that commonly sit beside photos without being photos (read-me's, lists, saved arrays).
-NOT_PHOTO_SUFFIXES = frozenset({".txt", ".md", ".csv", ".json", ".yaml", ".yml", ".html", ".pdf", ".npy"})
-
-
-def is_sidecar(path: Path) -> bool:
-    """True for a file that is clearly not meant as a photo (by suffix); everything else is tried."""
-    return path.suffix.lower() in NOT_PHOTO_SUFFIXES
-
-
-def iter_photos(folder: str | bytes | os.PathLike) -> Iterator[Path]:
-    """Every entry under `folder` that could be meant as a photo, recursively, in sorted order; hidden
-    and OS-junk files skipped.
-
-    No extension filter: the content decides later whether a file is a photo. Nothing is skipped
-    silently either: broken links, link loops, FIFOs, sockets and sub-folders that cannot be listed are
-    yielded like photos, so that `load_rgb` reports each with its reason (and the walk goes on). A
-    generator over `os.scandir`, sorted one directory at a time, so a folder of millions starts
-    yielding at once. Only `folder` itself being missing or unreadable raises (DataError).
-    """
-    folder = _as_path(folder)
-    shown = display_path(folder)
-    try:
-        st = folder.stat()
-        entries = _entries(folder)
-    except FileNotFoundError:
-        raise DataError("folder not found", fix="check the path", path=shown) from None
-    except NotADirectoryError:
-        raise DataError("not a folder", fix="pass the folder that holds the photos", path=shown) from None
-    except PermissionError:
-        raise DataError(
-            "cannot list the folder (permission denied)", fix="check its permissions", path=shown
-        ) from None
-    yield from _walk(entries, {(st.st_dev, st.st_ino)})
-
-
-def _entries(folder: Path) -> list[os.DirEntry]:
-    with os.scandir(folder) as it:
-        return sorted(it, key=lambda e: e.name)
-
-
-def _walk(entries: list[os.DirEntry], above: set[tuple[int, int]]) -> Iterator[Path]:
-    """`above`: the folders being walked, to tell a link back to one of them (a loop) from a folder."""
-    for entry in entries:
-        if entry.name.startswith(".") or entry.name in _JUNK_NAMES:
-            continue
-        path = Path(entry.path)
-        try:
-            is_dir = entry.is_dir()  # follows links; False for broken links, loops, FIFOs, sockets
-            st = os.stat(path) if is_dir else None
-        except OSError:
-            is_dir, st = False, None
-        if st is None or (st.st_dev, st.st_ino) in above:
-            yield path  # a file, or something load_rgb will name: a broken link, a loop, a FIFO...
-            continue
-        try:
-            inside = _entries(path)
-        except OSError:
-            yield path  # a folder that cannot be listed becomes one error row ("cannot list folder")
-            continue
-        yield from _walk(inside, above | {(st.st_dev, st.st_ino)})
