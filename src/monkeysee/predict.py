@@ -292,8 +292,10 @@ class Predictor:
         workers: int = 2,
         heatmaps: Heatmapper | None = None,
     ) -> Iterator[Prediction]:
-        """Stream predictions for any number of photo paths, in order; a bad file yields an error row."""
-        for batch in decoded_batches(paths, batch_size, workers):
+        """Stream predictions for any number of photo paths, in order; a bad file yields an error row.
+        Photos are decoded at the size the model needs (short side no less than its resize size)."""
+        min_side = self.run.manifest.preprocess.resize_size
+        for batch in decoded_batches(paths, batch_size, workers, min_side):
             good = [(src, im) for src, im in batch if isinstance(im, Image.Image)]
             preds = iter(self.predict_images([im for _, im in good], top_k, [s for s, _ in good], heatmaps))
             for src, im in batch:

@@ -1,15 +1,18 @@
-"""Walking photo folders, and naming paths in messages: which entries could be photos, in order.
+"""Photo folders and paths: walking folders for what could be photos, telling a file from a link, loop,
+FIFO or folder by its metadata, and naming paths in messages.
 
-Nothing here decodes a photo; `images.load_rgb` decides what each entry is.
+Nothing here decodes a photo; `images.load_rgb` decides what each file is.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from monkeysee.errors import DataError
+from monkeysee.errors import DataError, ImageError
 
 # Files that operating systems and archivers leave in photo folders; never photos.
 _JUNK_NAMES = frozenset({"Thumbs.db", "desktop.ini", "__MACOSX"})
@@ -25,6 +28,76 @@ def display_path(path: str | bytes | os.PathLike) -> str:
 def as_path(path: str | bytes | os.PathLike) -> Path:
     """`path` (text, bytes or path-like) as a Path."""
     return Path(os.fsdecode(path))
+
+
+_FIX_LINK = "fix the link or delete it"
+_FIX_REPLACE = "replace it with a JPEG or PNG photo, or delete it"
+
+
+def check_regular_file(path: Path, shown: str) -> None:
+    """Raise the ImageError for anything at `path` that is not a non-empty regular file, from its
+    metadata alone (nothing is opened)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ImageError(f"broken link: it points to {display_path(os.readlink(path))}, which does "
+                             "not exist", fix=_FIX_LINK, path=shown) from None
+        raise ImageError("file not found", fix="check the path and spelling", path=shown) from None
+    except PermissionError:
+        raise ImageError("cannot read the file (permission denied)", fix="check its permissions",
+                         path=shown) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageError("symbolic link loop: the link leads back to itself", fix=_FIX_LINK,
+                             path=shown) from None
+        raise ImageError(f"cannot read the file ({exc.strerror})", fix="check its permissions",
+                         path=shown) from None
+    if stat.S_ISDIR(st.st_mode):
+        _check_folder(path, st, shown)
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(f"not a regular file ({_kind(st.st_mode)})",
+                         fix="photos must be ordinary files; move it out of the photo folder", path=shown)
+    if st.st_size == 0:
+        raise ImageError("file is empty (0 bytes)", fix=_FIX_REPLACE, path=shown)
+
+
+def _check_folder(path: Path, st: os.stat_result, shown: str) -> None:
+    """Always raises: why a folder was given where a photo was expected (`iter_photos` yields the
+    folders it cannot walk, so that they are reported rather than skipped)."""
+    if os.path.islink(path) and _loops_back(path, st):
+        raise ImageError("symbolic link loop: the link leads back to a folder above it", fix=_FIX_LINK,
+                         path=shown)
+    try:
+        with os.scandir(path):
+            pass
+    except PermissionError:
+        raise ImageError("cannot list folder: permission denied",
+                         fix="give yourself read and execute permission on it (chmod u+rx), or move it "
+                             "out of the photo folder", path=shown) from None
+    except OSError as exc:
+        raise ImageError(f"cannot list folder: {exc.strerror}",
+                         fix="check the disk, or move the folder out of the photo folder",
+                         path=shown) from None
+    raise ImageError("is a folder, not a photo", fix="pass the path of a photo file", path=shown)
+
+
+def _loops_back(path: Path, st: os.stat_result) -> bool:
+    for parent in path.absolute().parents:
+        try:
+            if os.path.samestat(st, os.stat(parent)):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a file"
 
 
 # Files that commonly sit beside photos without being photos (read-me's, lists, saved arrays).

@@ -5,12 +5,17 @@ so a bad photo in a folder of thousands never surfaces as a bare Pillow tracebac
 are decoded (`PHOTO_FORMATS`): a PostScript file renamed .jpg never reaches Pillow's EPS plugin, which
 would run Ghostscript on it. Before any pixel is decoded, the photo's pixel count and the memory its
 decoding will take (`decode_bytes`: its mode's bytes per pixel, the decoder's buffers and every
-conversion on the way to RGB) are checked against limits, so a small file cannot take gigabytes.
+conversion on the way to RGB) and its shape are checked against limits, so a small file cannot take
+gigabytes. The limits are the same in every command and in the server.
+
+A caller that knows the size its model needs passes `min_side` (`Preprocess.resize_size`): a larger
+photo is then decoded smaller, never below `min_side` on its short side. A JPEG is scaled by 1/2, 1/4 or
+1/8 inside the decoder (`Image.draft`), so its full-size pixels never exist; other formats are reduced by
+a whole factor right after decoding, before anything keeps them.
 """
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import re
@@ -18,19 +23,24 @@ import stat
 import threading
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from monkeysee.data.folders import as_path, display_path
+from monkeysee.data.folders import as_path, check_regular_file, display_path
 from monkeysee.data.folders import is_sidecar as is_sidecar  # re-exported: photos and folders from one module
 from monkeysee.data.folders import iter_photos as iter_photos
 from monkeysee.errors import ImageError
 
-MAX_PIXELS: int = 89_478_485
-"""Largest photo accepted by default (Pillow's own decompression-bomb default: about 9,459 x 9,459)."""
+MAX_PIXELS: int = 50_000_000
+"""Largest photo accepted, in pixels, by every command and by default by the server (50 megapixels:
+twice a flagship phone's full-resolution mode)."""
+
+MAX_ASPECT: float = 20.0
+"""Longest side over shortest side accepted, by every command and by the server. Beyond it, resizing the
+short side to the model's input makes the long side explode in memory (an 8000x1 strip would become
+2,048,000x256 pixels), and nothing recognisable is left in the centre crop anyway."""
 
 MAX_DECODE_BYTES: int = 1024**3
 """Most memory one photo may take to decode and convert to RGB, by default (see `decode_bytes`)."""
@@ -46,7 +56,6 @@ ACCEPTED = "JPEG, PNG, WebP, TIFF, BMP or GIF"
 _OPEN_LOCK = threading.Lock()
 
 _FIX_REPLACE = "replace it with a JPEG or PNG photo, or delete it"
-_FIX_LINK = "fix the link or delete it"
 _BAND_PIXELS = 1 << 18  # high-depth photos are scaled to 8 bits this many pixels at a time
 
 # First bytes of files people mistake for photos, so the error can say what the file is.
@@ -61,6 +70,14 @@ _FTYP_BRANDS = {b"heic": "a HEIC photo", b"heix": "a HEIC photo", b"mif1": "a HE
 
 
 @dataclass(frozen=True)
+class _Limits:
+    max_pixels: int
+    max_bytes: int
+    max_aspect: float
+    min_side: int | None  # decode no smaller than this on the short side; None: at full size
+
+
+@dataclass(frozen=True)
 class PhotoHeader:
     """What a photo's header says, read without decoding its pixels."""
 
@@ -69,11 +86,14 @@ class PhotoHeader:
     width: int
     height: int
     decode_bytes: int  # estimated peak memory to decode it and convert it to RGB (see `decode_bytes`)
+    scale: int = 1  # the JPEG decoder's reduction for the `min_side` asked for (1: full size)
 
 
 def load_rgb(path: str | bytes | os.PathLike, max_pixels: int = MAX_PIXELS,
-             max_bytes: int = MAX_DECODE_BYTES) -> Image.Image:
-    """Decode the photo at `path` completely and return it upright, as 8-bit RGB.
+             max_bytes: int = MAX_DECODE_BYTES, *, max_aspect: float = MAX_ASPECT,
+             min_side: int | None = None) -> Image.Image:
+    """Decode the photo at `path` and return it upright, as 8-bit RGB; with `min_side`, reduced to no
+    less than `min_side` pixels on its short side (see the module docstring).
 
     The format is recognised from the bytes, not the file name. EXIF orientation is applied,
     transparency is composited on white and 16-bit greyscale is scaled down (not clipped). Broken
@@ -81,7 +101,7 @@ def load_rgb(path: str | bytes | os.PathLike, max_pixels: int = MAX_PIXELS,
     """
     path = as_path(path)
     shown = display_path(path)
-    _check_regular_file(path, shown)
+    check_regular_file(path, shown)
     try:
         # O_NONBLOCK: should the path have become a FIFO since the check, opening it must not hang.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
@@ -95,99 +115,36 @@ def load_rgb(path: str | bytes | os.PathLike, max_pixels: int = MAX_PIXELS,
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ImageError("not a regular file", fix="photos must be ordinary files", path=shown)
         try:
-            return _decode(fp, shown, max_pixels, max_bytes)
+            return _decode(fp, shown, _Limits(max_pixels, max_bytes, max_aspect, min_side))
         except IsADirectoryError:
             raise ImageError("is a folder, not a photo", fix="pass the path of a photo file",
                              path=shown) from None
 
 
 def load_rgb_bytes(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS,
-                   max_bytes: int = MAX_DECODE_BYTES) -> Image.Image:
+                   max_bytes: int = MAX_DECODE_BYTES, *, max_aspect: float = MAX_ASPECT,
+                   min_side: int | None = None) -> Image.Image:
     """`load_rgb` for photos that arrive in memory (web uploads); `name` is used in error messages."""
     if not data:
         raise ImageError("upload is empty (0 bytes)", fix="send the photo file itself", path=name)
-    return _decode(io.BytesIO(data), name, max_pixels, max_bytes)
+    return _decode(io.BytesIO(data), name, _Limits(max_pixels, max_bytes, max_aspect, min_side))
 
 
 def read_header(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS,
-                max_bytes: int = MAX_DECODE_BYTES) -> PhotoHeader:
+                max_bytes: int = MAX_DECODE_BYTES, *, max_aspect: float = MAX_ASPECT,
+                min_side: int | None = None) -> PhotoHeader:
     """Check an upload's format and limits from its header alone; raises the ImageError that
-    `load_rgb_bytes` would raise for them. A server uses it to reserve memory before decoding."""
+    `load_rgb_bytes` would raise for them. A server uses it to reserve memory before decoding; its
+    `decode_bytes` holds for `load_rgb_bytes` called with the same `min_side`."""
     if not data:
         raise ImageError("upload is empty (0 bytes)", fix="send the photo file itself", path=name)
-    im = _open(io.BytesIO(data), name, max_pixels, max_bytes)
-    return PhotoHeader(im.format or "", im.mode, im.width, im.height, _cost(im))
+    im, size, scale = _open(io.BytesIO(data), name, _Limits(max_pixels, max_bytes, max_aspect, min_side))
+    return PhotoHeader(im.format or "", im.mode, *size, _cost(im, size, scale), scale)
 
 
-def _check_regular_file(path: Path, shown: str) -> None:
-    """Raise the ImageError for anything at `path` that is not a non-empty regular file, from its
-    metadata alone (nothing is opened)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            raise ImageError(f"broken link: it points to {display_path(os.readlink(path))}, which does "
-                             "not exist", fix=_FIX_LINK, path=shown) from None
-        raise ImageError("file not found", fix="check the path and spelling", path=shown) from None
-    except PermissionError:
-        raise ImageError("cannot read the file (permission denied)", fix="check its permissions",
-                         path=shown) from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ImageError("symbolic link loop: the link leads back to itself", fix=_FIX_LINK,
-                             path=shown) from None
-        raise ImageError(f"cannot read the file ({exc.strerror})", fix="check its permissions",
-                         path=shown) from None
-    if stat.S_ISDIR(st.st_mode):
-        _check_folder(path, st, shown)
-    if not stat.S_ISREG(st.st_mode):
-        raise ImageError(f"not a regular file ({_kind(st.st_mode)})",
-                         fix="photos must be ordinary files; move it out of the photo folder", path=shown)
-    if st.st_size == 0:
-        raise ImageError("file is empty (0 bytes)", fix=_FIX_REPLACE, path=shown)
-
-
-def _check_folder(path: Path, st: os.stat_result, shown: str) -> None:
-    """Always raises: why a folder was given where a photo was expected (`iter_photos` yields the
-    folders it cannot walk, so that they are reported rather than skipped)."""
-    if os.path.islink(path) and _loops_back(path, st):
-        raise ImageError("symbolic link loop: the link leads back to a folder above it", fix=_FIX_LINK,
-                         path=shown)
-    try:
-        with os.scandir(path):
-            pass
-    except PermissionError:
-        raise ImageError("cannot list folder: permission denied",
-                         fix="give yourself read and execute permission on it (chmod u+rx), or move it "
-                             "out of the photo folder", path=shown) from None
-    except OSError as exc:
-        raise ImageError(f"cannot list folder: {exc.strerror}",
-                         fix="check the disk, or move the folder out of the photo folder",
-                         path=shown) from None
-    raise ImageError("is a folder, not a photo", fix="pass the path of a photo file", path=shown)
-
-
-def _loops_back(path: Path, st: os.stat_result) -> bool:
-    for parent in path.absolute().parents:
-        try:
-            if os.path.samestat(st, os.stat(parent)):
-                return True
-        except OSError:
-            continue
-    return False
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return name
-    return "not a file"
-
-
-def _decode(fp: BinaryIO, where: str, max_pixels: int, max_bytes: int) -> Image.Image:
-    """Open, check the limits, fully decode, orient and convert; every Pillow failure becomes ImageError."""
-    im = _open(fp, where, max_pixels, max_bytes)
+def _decode(fp: BinaryIO, where: str, limits: _Limits) -> Image.Image:
+    """Open, check the limits, decode, orient, convert and reduce; every Pillow failure becomes ImageError."""
+    im, _, _ = _open(fp, where, limits)
     try:
         im.load()
     except MemoryError:
@@ -197,7 +154,7 @@ def _decode(fp: BinaryIO, where: str, max_pixels: int, max_bytes: int) -> Image.
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error... on bad data
         raise _corrupt(exc, where) from None
     try:
-        return _to_rgb(_upright(im))
+        return _reduced(_to_rgb(_upright(im)), limits.min_side)
     except MemoryError:
         raise ImageError(
             "not enough memory to decode this photo", fix="use a smaller photo", path=where
@@ -210,8 +167,9 @@ def _decode(fp: BinaryIO, where: str, max_pixels: int, max_bytes: int) -> Image.
         ) from None
 
 
-def _open(fp: BinaryIO, where: str, max_pixels: int, max_bytes: int) -> Image.Image:
-    """Read the header with an allowed plugin and check the pixel and memory limits (no decoding)."""
+def _open(fp: BinaryIO, where: str, limits: _Limits) -> tuple[Image.Image, tuple[int, int], int]:
+    """Read the header with an allowed plugin, check the pixel, shape and memory limits and set the JPEG
+    decoder's scale (no decoding). Returns the image, its size in the file and that scale."""
     try:
         # Our own size check below enforces `max_pixels`; Pillow's warning would only duplicate it.
         with _OPEN_LOCK, warnings.catch_warnings():
@@ -220,23 +178,49 @@ def _open(fp: BinaryIO, where: str, max_pixels: int, max_bytes: int) -> Image.Im
     except Image.DecompressionBombError as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(found[1]):,}" if found else "over Pillow's hard limit"
-        raise _too_many_pixels(where, size, max_pixels) from None
+        raise _too_many_pixels(where, size, limits.max_pixels) from None
     except UnidentifiedImageError:
         raise _unidentified(fp, where) from None
     except Exception as exc:
         raise _corrupt(exc, where) from None
     width, height = im.size
-    if width * height > max_pixels:
-        raise _too_many_pixels(where, f"{width}x{height} = {width * height:,}", max_pixels)
-    need = _cost(im)
-    if need > max_bytes:
+    if width * height > limits.max_pixels:
+        raise _too_many_pixels(where, f"{width}x{height} = {width * height:,}", limits.max_pixels)
+    if max(width, height) > limits.max_aspect * min(width, height):
+        raise ImageError(
+            f"image is too long and thin to classify ({width}x{height} pixels; the longest side may be "
+            f"at most {limits.max_aspect:g} times the shortest)",
+            fix=f"crop it to a shape no longer than {limits.max_aspect:g}:1, or delete it", path=where,
+        )
+    scale = _draft(im, limits.min_side)
+    need = _cost(im, (width, height), scale)
+    if need > limits.max_bytes:
         raise ImageError(
             f"image has too many pixels for its kind ({width}x{height} {im.format} in colour mode "
-            f"{im.mode} needs about {_mb(need)} to decode; the limit is {_mb(max_bytes)})",
+            f"{im.mode} needs about {_mb(need)} to decode; the limit is {_mb(limits.max_bytes)})",
             fix="resize the photo (a few megapixels is plenty) or save it as an 8-bit JPEG",
             path=where,
         )
-    return im
+    return im, (width, height), scale
+
+
+def _draft(im: Image.Image, min_side: int | None) -> int:
+    """Have a JPEG decoded at 1/2, 1/4 or 1/8 scale, the smallest that keeps its short side at least
+    `min_side`; the scale set (1 for other formats, which ignore `draft`, and when no reduction fits)."""
+    if not min_side or min(im.size) // min_side < 2:
+        return 1
+    width = im.width
+    # Pillow picks the largest of 8, 4, 2, 1 not above min(width // min_side, height // min_side), and
+    # answers the box of the file's pixels at the new scale.
+    drafted = im.draft(None, (min_side, min_side))
+    return 1 if drafted is None else round(width / drafted[1][2])
+
+
+def _reduced(im: Image.Image, min_side: int | None) -> Image.Image:
+    """`im` averaged over blocks of the largest whole factor that keeps its short side at least
+    `min_side` (what a JPEG decoder's scaling does, for every format); `im` itself when none fits."""
+    factor = min(im.size) // min_side if min_side else 1
+    return im.reduce(factor) if factor >= 2 else im
 
 
 def _mb(n: int) -> str:
@@ -306,7 +290,7 @@ def stored_bytes_per_pixel(mode: str) -> int:
 
 
 def decode_bytes(mode: str, size: tuple[int, int], fmt: str = "", *, rotated: bool = True,
-                 progressive: bool = False, transparent: bool = False) -> int:
+                 progressive: bool = False, transparent: bool = False, scale: int = 1) -> int:
     """Estimated peak memory, in bytes, to decode a photo and turn it into 8-bit RGB with `load_rgb`.
 
     The sum of: the decoded pixels at Pillow's size for `mode`; the decoder's own full-size buffer
@@ -314,8 +298,12 @@ def decode_bytes(mode: str, size: tuple[int, int], fmt: str = "", *, rotated: bo
     every coefficient: 2 bytes per pixel and component); a rotated copy when EXIF asks for one; and the
     conversion to RGB (nothing for RGB, 4 bytes per pixel for the RGB result, 16 when transparency is
     composited on white). An upper bound: not every term is alive at the same moment.
+
+    `size` is the photo's size in the file; `scale` the JPEG decoder's reduction (`Image.draft`): its
+    pixels are decoded at 1/scale per side, but a progressive JPEG's coefficients stay full size.
     """
-    pixels = size[0] * size[1]
+    pixels = -(-size[0] // scale) * -(-size[1] // scale)
+    coefficients = 0
     stored = stored_bytes_per_pixel(mode)
     per_pixel = stored
     if fmt == "WEBP":
@@ -323,20 +311,20 @@ def decode_bytes(mode: str, size: tuple[int, int], fmt: str = "", *, rotated: bo
     elif fmt == "TIFF":
         per_pixel += stored
     elif fmt in {"JPEG", "MPO"} and progressive:
-        per_pixel += 2 * (Image.getmodebands(mode) if mode in Image.MODES else 4)
+        coefficients = size[0] * size[1] * 2 * (Image.getmodebands(mode) if mode in Image.MODES else 4)
     if rotated:
         per_pixel += stored
     if mode in _ALPHA or transparent:
         per_pixel += 16
     elif mode != "RGB":
         per_pixel += 4
-    return pixels * per_pixel
+    return pixels * per_pixel + coefficients
 
 
-def _cost(im: Image.Image) -> int:
-    return decode_bytes(im.mode, im.size, im.format or "", rotated=_orientation(im) != 1,
+def _cost(im: Image.Image, size: tuple[int, int], scale: int) -> int:
+    return decode_bytes(im.mode, size, im.format or "", rotated=_orientation(im) != 1,
                         progressive=bool(im.info.get("progressive") or im.info.get("progression")),
-                        transparent="transparency" in im.info)
+                        transparent="transparency" in im.info, scale=scale)
 
 
 def _orientation(im: Image.Image) -> int | None:

@@ -1,0 +1,176 @@
+"""Photo shape limits and decoding at the size the model needs: long thin strips are refused in every
+reading path, large photos are decoded small (JPEG draft, whole-factor reduction), orientation kept."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from monkeysee.cli import main
+from monkeysee.data.dataset import decoded_batches
+from monkeysee.data.images import MAX_ASPECT, MAX_PIXELS, decode_bytes, load_rgb, load_rgb_bytes, read_header
+from monkeysee.data.layout import scan_dataset
+from monkeysee.errors import ImageError
+from monkeysee.models.registry import Preprocess
+from monkeysee.predict import Predictor
+
+SIDE = Preprocess(input_size=224).resize_size  # 256: the short side the eval transform resizes to
+
+
+def _strip(path: Path, size: tuple[int, int]) -> Path:
+    Image.new("L", size, 128).save(path, "PNG")
+    return path
+
+
+def _quartered(size: tuple[int, int]) -> Image.Image:
+    """Blue, with the top-left quarter red: tells every rotation and flip apart."""
+    im = Image.new("RGB", size, (0, 0, 255))
+    im.paste((255, 0, 0), (0, 0, size[0] // 2, size[1] // 2))
+    return im
+
+
+def _jpeg_bytes(im: Image.Image, orientation: int = 1, progressive: bool = False) -> bytes:
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90, exif=exif, progressive=progressive)
+    return buf.getvalue()
+
+
+# --- shape limits: the same as the server's, in every command ---
+
+
+def test_limits_are_the_servers() -> None:
+    assert (MAX_ASPECT, MAX_PIXELS) == (20.0, 50_000_000)
+
+
+@pytest.mark.parametrize("size", [(8000, 1), (20000, 1), (1, 8000), (201, 10)])
+def test_long_thin_photos_are_refused_from_the_header(tmp_path: Path, size: tuple[int, int]) -> None:
+    path = _strip(tmp_path / "strip.png", size)
+    w, h = size
+    expected = (f"image is too long and thin to classify ({w}x{h} pixels; the longest side may be at most "
+                "20 times the shortest)")
+    with pytest.raises(ImageError) as info:
+        load_rgb(path)
+    assert info.value.problem == expected and info.value.path == str(path)
+    assert info.value.fix == "crop it to a shape no longer than 20:1, or delete it"
+    with pytest.raises(ImageError) as info:
+        read_header(path.read_bytes(), "strip.png")  # nothing decoded: the header alone decides
+    assert info.value.problem == expected
+
+
+def test_twenty_to_one_is_accepted_and_the_limit_can_be_widened(tmp_path: Path) -> None:
+    assert load_rgb(_strip(tmp_path / "a.png", (200, 10))).size == (200, 10)
+    assert load_rgb(_strip(tmp_path / "b.png", (201, 10)), max_aspect=21).size == (201, 10)
+
+
+def test_scan_skips_a_long_thin_photo_with_its_reason(make_dataset) -> None:
+    root = make_dataset({"a": 5, "b": 5})
+    _strip(root / "a" / "strip.png", (8000, 1))
+    index = scan_dataset(root, workers=2)
+    assert [(s.path.relative_to(root).as_posix(), s.reason) for s in index.skipped] == [
+        ("a/strip.png", "image is too long and thin to classify (8000x1 pixels; the longest side may be "
+                        "at most 20 times the shortest)"),
+    ]
+    assert all(s.path.name != "strip.png" for s in index.train + index.val + index.test)
+
+
+def test_decoded_batches_go_on_past_long_thin_photos(tmp_path: Path, photo) -> None:
+    paths = [photo(tmp_path / "a.jpg"), _strip(tmp_path / "b.png", (8000, 1)),
+             _strip(tmp_path / "c.png", (20000, 1)), photo(tmp_path / "d.jpg")]
+    batches = list(decoded_batches(paths, batch_size=3, workers=2))
+    items = [item for batch in batches for item in batch]
+    assert [len(b) for b in batches] == [3, 1] and [src for src, _ in items] == [str(p) for p in paths]
+    assert [isinstance(im, Image.Image) for _, im in items] == [True, False, False, True]
+    assert items[1][1].startswith(f"{paths[1]}: image is too long and thin") and "Fix: crop it" in items[1][1]
+
+
+def test_predict_batch_finishes_with_error_rows_for_strips(tiny_run: Path, synthetic_data: Path, tmp_path,
+                                                          capsys) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    red, green = (shutil.copy(synthetic_data / "training" / label / f"{label}_00.jpg", folder / f"{name}.jpg")
+                  for label, name in (("n0", "a_red"), ("n1", "d_green")))
+    _strip(folder / "b_strip.png", (8000, 1))
+    _strip(folder / "c_strip.png", (20000, 1))
+    assert main(["predict", str(tiny_run), str(folder), "--json", "--unknown-threshold", "1e9"]) == 0
+    rows = {Path(r["source"]).name: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert [rows[n].get("species") for n in sorted(rows)] == ["red monkey", None, None, "green monkey"]
+    for name, size in (("b_strip.png", "8000x1"), ("c_strip.png", "20000x1")):
+        assert rows[name]["error"].startswith(f"{folder / name}: image is too long and thin to classify "
+                                              f"({size} pixels")
+    alone = Predictor.from_run_dir(tiny_run).predict_images([load_rgb(red), load_rgb(green)], top_k=3)
+    assert [rows["a_red.jpg"]["probability"], rows["d_green.jpg"]["probability"]] == [
+        round(p.top[0].probability, 6) for p in alone]
+
+
+# --- decoding at the size the model needs ---
+
+
+def test_a_12_megapixel_jpeg_is_decoded_at_an_eighth_for_a_224_model() -> None:
+    data = _jpeg_bytes(_quartered((4000, 3000)))
+    assert load_rgb_bytes(data, min_side=SIDE).size == (500, 375)  # 3000 // 8 = 375 >= 256
+    assert load_rgb_bytes(data, min_side=400).size == (1000, 750)  # 3000 // 400 = 7: a quarter
+    assert load_rgb_bytes(data, min_side=1600).size == (4000, 3000)  # no whole reduction fits
+    header = read_header(data, min_side=SIDE)
+    assert (header.width, header.height, header.scale, header.decode_bytes) == (4000, 3000, 8, 500 * 375 * 4)
+    assert read_header(data).decode_bytes == 4000 * 3000 * 4
+
+
+def test_the_draft_of_a_jpeg_matches_its_full_decode_reduced() -> None:
+    rng = np.random.default_rng(0)
+    small = Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8))
+    data = _jpeg_bytes(small.resize((1600, 1200), Image.Resampling.BICUBIC))
+    drafted = np.asarray(load_rgb_bytes(data, min_side=SIDE), dtype=np.int16)  # 1200 // 256 = 4
+    reduced = np.asarray(load_rgb_bytes(data).reduce(4), dtype=np.int16)
+    assert drafted.shape == reduced.shape == (300, 400, 3)
+    assert np.abs(drafted - reduced).mean() < 2.0
+
+
+@pytest.mark.parametrize("orientation, size, red_corner", [
+    (1, (500, 375), (0, 0)), (3, (500, 375), (499, 374)),  # as stored; turned half a turn
+    (6, (375, 500), (374, 0)), (8, (375, 500), (0, 499)),  # turned a quarter clockwise; anticlockwise
+])
+def test_a_reduced_jpeg_is_turned_upright(orientation: int, size: tuple[int, int],
+                                          red_corner: tuple[int, int]) -> None:
+    data = _jpeg_bytes(_quartered((4000, 3000)), orientation)
+    reduced = load_rgb_bytes(data, min_side=SIDE)
+    assert reduced.size == size
+    full = load_rgb_bytes(data)
+    assert full.size == (size[0] * 8, size[1] * 8)
+    r, g, b = reduced.getpixel(red_corner)  # type: ignore[misc]
+    assert r > 240 and g < 15 and b < 15
+    fr, fg, fb = full.getpixel((red_corner[0] * 8, red_corner[1] * 8))  # type: ignore[misc]
+    assert fr > 240 and fg < 15 and fb < 15
+
+
+def test_a_progressive_jpeg_keeps_its_full_size_coefficients_in_the_estimate() -> None:
+    data = _jpeg_bytes(_quartered((4000, 3000)), progressive=True)
+    assert read_header(data, min_side=SIDE).decode_bytes == 500 * 375 * 4 + 4000 * 3000 * 2 * 3
+    assert decode_bytes("RGB", (4001, 3001), "JPEG", rotated=False, scale=8) == 501 * 376 * 4
+    assert load_rgb_bytes(data, min_side=SIDE).size == (500, 375)
+
+
+def test_other_formats_are_reduced_by_a_whole_factor_right_after_decoding() -> None:
+    im = _quartered((4000, 3000))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    reduced = load_rgb_bytes(buf.getvalue(), min_side=SIDE)  # 3000 // 256 = 11
+    assert reduced.size == (364, 273)
+    assert np.array_equal(np.asarray(reduced), np.asarray(im.reduce(11)))
+
+
+@pytest.mark.parametrize("fmt, size", [("JPEG", (511, 700)), ("PNG", (600, 511)), ("JPEG", (100, 80))])
+def test_photos_under_twice_the_size_decode_exactly_as_before(fmt: str, size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(1)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(buf, fmt)
+    full, sized = load_rgb_bytes(buf.getvalue()), load_rgb_bytes(buf.getvalue(), min_side=SIDE)
+    assert sized.size == size and np.array_equal(np.asarray(full), np.asarray(sized))
