@@ -1,5 +1,5 @@
 """Photo shape limits and decoding at the size the model needs: long thin strips are refused in every
-reading path, large photos are decoded small (JPEG draft, whole-factor reduction), orientation kept."""
+reading path, large photos are decoded at the size the model needs (JPEG draft, then its eval resize)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from monkeysee.cli import main
 from monkeysee.data.dataset import decoded_batches
 from monkeysee.data.images import MAX_ASPECT, MAX_PIXELS, decode_bytes, load_rgb, load_rgb_bytes, read_header
 from monkeysee.data.layout import scan_dataset
+from monkeysee.data.transforms import eval_transform
 from monkeysee.errors import ImageError
 from monkeysee.models.registry import Preprocess
 from monkeysee.predict import Predictor
+from tests.conftest import COLOURS, synthetic_photo
 
-SIDE = Preprocess(input_size=224).resize_size  # 256: the short side the eval transform resizes to
+PRE = Preprocess(input_size=224)  # resize_size 256: the short side the eval transform resizes to
 
 
 def _strip(path: Path, size: tuple[int, int]) -> Path:
@@ -114,63 +117,76 @@ def test_predict_batch_finishes_with_error_rows_for_strips(tiny_run: Path, synth
 # --- decoding at the size the model needs ---
 
 
-def test_a_12_megapixel_jpeg_is_decoded_at_an_eighth_for_a_224_model() -> None:
+def _eval(im: Image.Image) -> torch.Tensor:
+    return eval_transform(PRE)(im)
+
+
+def test_a_12_megapixel_jpeg_is_drafted_at_a_quarter_then_resized_as_the_model_resizes() -> None:
     data = _jpeg_bytes(_quartered((4000, 3000)))
-    assert load_rgb_bytes(data, min_side=SIDE).size == (500, 375)  # 3000 // 8 = 375 >= 256
-    assert load_rgb_bytes(data, min_side=400).size == (1000, 750)  # 3000 // 400 = 7: a quarter
-    assert load_rgb_bytes(data, min_side=1600).size == (4000, 3000)  # no whole reduction fits
-    header = read_header(data, min_side=SIDE)
-    assert (header.width, header.height, header.scale, header.decode_bytes) == (4000, 3000, 8, 500 * 375 * 4)
+    header = read_header(data, preprocess=PRE)  # 3000 // 512 = 5: the decoder scales by 1/4
+    assert (header.width, header.height, header.scale, header.decode_bytes) == (4000, 3000, 4, 1000 * 750 * 4)
     assert read_header(data).decode_bytes == 4000 * 3000 * 4
+    assert load_rgb_bytes(data, preprocess=PRE).size == (341, 256)  # torchvision's Resize(256) size
+    big = Preprocess(input_size=512)  # resizes to 585: 3000 // 1170 = 2, so the decoder scales by 1/2
+    assert read_header(data, preprocess=big).scale == 2
+    assert load_rgb_bytes(data, preprocess=big).size == (780, 585)
+    assert load_rgb_bytes(data).size == (4000, 3000)
 
 
-def test_the_draft_of_a_jpeg_matches_its_full_decode_reduced() -> None:
+def test_a_drafted_jpeg_gives_nearly_the_models_input_of_a_full_decode() -> None:
     rng = np.random.default_rng(0)
     small = Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8))
-    data = _jpeg_bytes(small.resize((1600, 1200), Image.Resampling.BICUBIC))
-    drafted = np.asarray(load_rgb_bytes(data, min_side=SIDE), dtype=np.int16)  # 1200 // 256 = 4
-    reduced = np.asarray(load_rgb_bytes(data).reduce(4), dtype=np.int16)
-    assert drafted.shape == reduced.shape == (300, 400, 3)
-    assert np.abs(drafted - reduced).mean() < 2.0
+    data = _jpeg_bytes(small.resize((2400, 1800), Image.Resampling.BICUBIC))  # drafted at 1/2
+    assert read_header(data, preprocess=PRE).scale == 2
+    sized, full = _eval(load_rgb_bytes(data, preprocess=PRE)), _eval(load_rgb_bytes(data))
+    assert sized.shape == full.shape == (3, 224, 224)
+    assert (sized - full).abs().mean() < 0.01  # in normalised units (2 = black to white)
+
+
+@pytest.mark.parametrize("fmt, size, resized", [
+    ("PNG", (4000, 3000), (341, 256)), ("PNG", (513, 700), (256, 349)), ("JPEG", (1023, 700), (374, 256)),
+    ("JPEG", (511, 700), (511, 700)), ("JPEG", (100, 80), (100, 80)),  # under twice 256: as decoded
+])
+def test_the_model_input_is_exactly_that_of_a_full_decode_unless_drafted(fmt: str, size, resized) -> None:
+    rng = np.random.default_rng(1)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(buf, fmt)
+    full, sized = load_rgb_bytes(buf.getvalue()), load_rgb_bytes(buf.getvalue(), preprocess=PRE)
+    assert read_header(buf.getvalue(), preprocess=PRE).scale == 1 and sized.size == resized
+    assert torch.equal(_eval(full), _eval(sized))
 
 
 @pytest.mark.parametrize("orientation, size, red_corner", [
-    (1, (500, 375), (0, 0)), (3, (500, 375), (499, 374)),  # as stored; turned half a turn
-    (6, (375, 500), (374, 0)), (8, (375, 500), (0, 499)),  # turned a quarter clockwise; anticlockwise
+    (1, (341, 256), (0, 0)), (3, (341, 256), (340, 255)),  # as stored; turned half a turn
+    (6, (256, 341), (255, 0)), (8, (256, 341), (0, 340)),  # turned a quarter clockwise; anticlockwise
 ])
-def test_a_reduced_jpeg_is_turned_upright(orientation: int, size: tuple[int, int],
+def test_a_drafted_jpeg_is_turned_upright(orientation: int, size: tuple[int, int],
                                           red_corner: tuple[int, int]) -> None:
     data = _jpeg_bytes(_quartered((4000, 3000)), orientation)
-    reduced = load_rgb_bytes(data, min_side=SIDE)
-    assert reduced.size == size
+    sized = load_rgb_bytes(data, preprocess=PRE)
+    assert sized.size == size
     full = load_rgb_bytes(data)
-    assert full.size == (size[0] * 8, size[1] * 8)
-    r, g, b = reduced.getpixel(red_corner)  # type: ignore[misc]
-    assert r > 240 and g < 15 and b < 15
-    fr, fg, fb = full.getpixel((red_corner[0] * 8, red_corner[1] * 8))  # type: ignore[misc]
-    assert fr > 240 and fg < 15 and fb < 15
+    assert full.size == (4000, 3000) if size[0] > size[1] else (3000, 4000)
+    for im, (x, y) in ((sized, red_corner), (full, (red_corner[0] * full.width // size[0],
+                                                    red_corner[1] * full.height // size[1]))):
+        r, g, b = im.getpixel((x, y))  # type: ignore[misc]
+        assert r > 240 and g < 15 and b < 15
 
 
 def test_a_progressive_jpeg_keeps_its_full_size_coefficients_in_the_estimate() -> None:
     data = _jpeg_bytes(_quartered((4000, 3000)), progressive=True)
-    assert read_header(data, min_side=SIDE).decode_bytes == 500 * 375 * 4 + 4000 * 3000 * 2 * 3
+    assert read_header(data, preprocess=PRE).decode_bytes == 1000 * 750 * 4 + 4000 * 3000 * 2 * 3
     assert decode_bytes("RGB", (4001, 3001), "JPEG", rotated=False, scale=8) == 501 * 376 * 4
-    assert load_rgb_bytes(data, min_side=SIDE).size == (500, 375)
+    assert load_rgb_bytes(data, preprocess=PRE).size == (341, 256)
 
 
-def test_other_formats_are_reduced_by_a_whole_factor_right_after_decoding() -> None:
-    im = _quartered((4000, 3000))
-    buf = io.BytesIO()
-    im.save(buf, "PNG")
-    reduced = load_rgb_bytes(buf.getvalue(), min_side=SIDE)  # 3000 // 256 = 11
-    assert reduced.size == (364, 273)
-    assert np.array_equal(np.asarray(reduced), np.asarray(im.reduce(11)))
-
-
-@pytest.mark.parametrize("fmt, size", [("JPEG", (511, 700)), ("PNG", (600, 511)), ("JPEG", (100, 80))])
-def test_photos_under_twice_the_size_decode_exactly_as_before(fmt: str, size: tuple[int, int]) -> None:
-    rng = np.random.default_rng(1)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(buf, fmt)
-    full, sized = load_rgb_bytes(buf.getvalue()), load_rgb_bytes(buf.getvalue(), min_side=SIDE)
-    assert sized.size == size and np.array_equal(np.asarray(full), np.asarray(sized))
+def test_predict_decodes_large_photos_at_the_size_the_model_needs(tiny_run: Path, tmp_path: Path) -> None:
+    """Same answers as for the photo decoded in full, to the limits of the JPEG decoder's scaling."""
+    predictor = Predictor.from_run_dir(tiny_run, precision="fp32")
+    photo = synthetic_photo(COLOURS["n2"], seed=3).resize((2048, 2048), Image.Resampling.BICUBIC)
+    path = tmp_path / "big.jpg"
+    photo.save(path, quality=92)
+    (row,) = predictor.predict_paths([path])
+    (full,) = predictor.predict_images([load_rgb(path)], sources=[str(path)])
+    assert row.best is not None and full.best is not None and row.best.species.label == "n2"
+    assert abs(row.best.probability - full.best.probability) < 0.01

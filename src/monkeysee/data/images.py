@@ -8,10 +8,12 @@ decoding will take (`decode_bytes`: its mode's bytes per pixel, the decoder's bu
 conversion on the way to RGB) and its shape are checked against limits, so a small file cannot take
 gigabytes. The limits are the same in every command and in the server.
 
-A caller that knows the size its model needs passes `min_side` (`Preprocess.resize_size`): a larger
-photo is then decoded smaller, never below `min_side` on its short side. A JPEG is scaled by 1/2, 1/4 or
-1/8 inside the decoder (`Image.draft`), so its full-size pixels never exist; other formats are reduced by
-a whole factor right after decoding, before anything keeps them.
+A caller that knows which model the photo is for passes its `preprocess`: a photo at least twice the
+size the model's eval transform resizes to (`Preprocess.resize_size`, on the short side) is then returned
+already resized as that transform resizes it (same size, same filter), so the transform's own resize
+leaves it as it is and nothing downstream holds more pixels than the model needs. A JPEG is first scaled
+by 1/2, 1/4 or 1/8 inside the decoder (`Image.draft`), keeping at least twice the resize size, so its
+full-size pixels never exist; the only difference from a full decode is that scaling.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from monkeysee.data.folders import as_path, check_regular_file, display_path
 from monkeysee.data.folders import is_sidecar as is_sidecar  # re-exported: photos and folders from one module
 from monkeysee.data.folders import iter_photos as iter_photos
+from monkeysee.data.preprocess import Preprocess
 from monkeysee.errors import ImageError
 
 MAX_PIXELS: int = 50_000_000
@@ -74,7 +77,7 @@ class _Limits:
     max_pixels: int
     max_bytes: int
     max_aspect: float
-    min_side: int | None  # decode no smaller than this on the short side; None: at full size
+    preprocess: Preprocess | None  # the model's: decode at the size it needs; None: at full size
 
 
 @dataclass(frozen=True)
@@ -86,14 +89,14 @@ class PhotoHeader:
     width: int
     height: int
     decode_bytes: int  # estimated peak memory to decode it and convert it to RGB (see `decode_bytes`)
-    scale: int = 1  # the JPEG decoder's reduction for the `min_side` asked for (1: full size)
+    scale: int = 1  # the JPEG decoder's reduction for the `preprocess` asked for (1: full size)
 
 
 def load_rgb(path: str | bytes | os.PathLike, max_pixels: int = MAX_PIXELS,
              max_bytes: int = MAX_DECODE_BYTES, *, max_aspect: float = MAX_ASPECT,
-             min_side: int | None = None) -> Image.Image:
-    """Decode the photo at `path` and return it upright, as 8-bit RGB; with `min_side`, reduced to no
-    less than `min_side` pixels on its short side (see the module docstring).
+             preprocess: Preprocess | None = None) -> Image.Image:
+    """Decode the photo at `path` and return it upright, as 8-bit RGB; with the model's `preprocess`, no
+    larger than that model needs (see the module docstring).
 
     The format is recognised from the bytes, not the file name. EXIF orientation is applied,
     transparency is composited on white and 16-bit greyscale is scaled down (not clipped). Broken
@@ -115,7 +118,7 @@ def load_rgb(path: str | bytes | os.PathLike, max_pixels: int = MAX_PIXELS,
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ImageError("not a regular file", fix="photos must be ordinary files", path=shown)
         try:
-            return _decode(fp, shown, _Limits(max_pixels, max_bytes, max_aspect, min_side))
+            return _decode(fp, shown, _Limits(max_pixels, max_bytes, max_aspect, preprocess))
         except IsADirectoryError:
             raise ImageError("is a folder, not a photo", fix="pass the path of a photo file",
                              path=shown) from None
@@ -123,22 +126,22 @@ def load_rgb(path: str | bytes | os.PathLike, max_pixels: int = MAX_PIXELS,
 
 def load_rgb_bytes(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS,
                    max_bytes: int = MAX_DECODE_BYTES, *, max_aspect: float = MAX_ASPECT,
-                   min_side: int | None = None) -> Image.Image:
+                   preprocess: Preprocess | None = None) -> Image.Image:
     """`load_rgb` for photos that arrive in memory (web uploads); `name` is used in error messages."""
     if not data:
         raise ImageError("upload is empty (0 bytes)", fix="send the photo file itself", path=name)
-    return _decode(io.BytesIO(data), name, _Limits(max_pixels, max_bytes, max_aspect, min_side))
+    return _decode(io.BytesIO(data), name, _Limits(max_pixels, max_bytes, max_aspect, preprocess))
 
 
 def read_header(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS,
                 max_bytes: int = MAX_DECODE_BYTES, *, max_aspect: float = MAX_ASPECT,
-                min_side: int | None = None) -> PhotoHeader:
+                preprocess: Preprocess | None = None) -> PhotoHeader:
     """Check an upload's format and limits from its header alone; raises the ImageError that
     `load_rgb_bytes` would raise for them. A server uses it to reserve memory before decoding; its
-    `decode_bytes` holds for `load_rgb_bytes` called with the same `min_side`."""
+    `decode_bytes` holds for `load_rgb_bytes` called with the same `preprocess`."""
     if not data:
         raise ImageError("upload is empty (0 bytes)", fix="send the photo file itself", path=name)
-    im, size, scale = _open(io.BytesIO(data), name, _Limits(max_pixels, max_bytes, max_aspect, min_side))
+    im, size, scale = _open(io.BytesIO(data), name, _Limits(max_pixels, max_bytes, max_aspect, preprocess))
     return PhotoHeader(im.format or "", im.mode, *size, _cost(im, size, scale), scale)
 
 
@@ -154,7 +157,7 @@ def _decode(fp: BinaryIO, where: str, limits: _Limits) -> Image.Image:
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error... on bad data
         raise _corrupt(exc, where) from None
     try:
-        return _reduced(_to_rgb(_upright(im)), limits.min_side)
+        return _fitted(_to_rgb(_upright(im)), limits.preprocess)
     except MemoryError:
         raise ImageError(
             "not enough memory to decode this photo", fix="use a smaller photo", path=where
@@ -192,7 +195,7 @@ def _open(fp: BinaryIO, where: str, limits: _Limits) -> tuple[Image.Image, tuple
             f"at most {limits.max_aspect:g} times the shortest)",
             fix=f"crop it to a shape no longer than {limits.max_aspect:g}:1, or delete it", path=where,
         )
-    scale = _draft(im, limits.min_side)
+    scale = _draft(im, 2 * limits.preprocess.resize_size if limits.preprocess else None)
     need = _cost(im, (width, height), scale)
     if need > limits.max_bytes:
         raise ImageError(
@@ -216,11 +219,15 @@ def _draft(im: Image.Image, min_side: int | None) -> int:
     return 1 if drafted is None else round(width / drafted[1][2])
 
 
-def _reduced(im: Image.Image, min_side: int | None) -> Image.Image:
-    """`im` averaged over blocks of the largest whole factor that keeps its short side at least
-    `min_side` (what a JPEG decoder's scaling does, for every format); `im` itself when none fits."""
-    factor = min(im.size) // min_side if min_side else 1
-    return im.reduce(factor) if factor >= 2 else im
+def _fitted(im: Image.Image, pre: Preprocess | None) -> Image.Image:
+    """`im` resized as `pre`'s eval transform resizes it (short side to `resize_size`, the long side by
+    torchvision's arithmetic, `pre.interpolation`) when its short side is at least twice that; else `im`."""
+    if pre is None or min(im.size) < 2 * pre.resize_size:
+        return im
+    width, height = im.size
+    short, long = pre.resize_size, int(pre.resize_size * max(width, height) / min(width, height))
+    size = (short, long) if width <= height else (long, short)
+    return im.resize(size, Image.Resampling[pre.interpolation.upper()])
 
 
 def _mb(n: int) -> str:
