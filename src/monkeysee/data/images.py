@@ -37,8 +37,8 @@ from monkeysee.data.preprocess import Preprocess
 from monkeysee.errors import ImageError
 
 MAX_PIXELS: int = 50_000_000
-"""Largest photo accepted, in pixels, by every command and by default by the server (50 megapixels:
-twice a flagship phone's full-resolution mode)."""
+"""Largest photo accepted, in pixels, by every command and by default by the server (phones save 12 to
+50 megapixels unless set to a special high-resolution mode)."""
 
 MAX_ASPECT: float = 20.0
 """Longest side over shortest side accepted, by every command and by the server. Beyond it, resizing the
@@ -146,7 +146,7 @@ def read_header(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS,
 
 
 def _decode(fp: BinaryIO, where: str, limits: _Limits) -> Image.Image:
-    """Open, check the limits, decode, orient, convert and reduce; every Pillow failure becomes ImageError."""
+    """Open, check the limits, decode, orient, convert and fit; every Pillow failure becomes ImageError."""
     im, _, _ = _open(fp, where, limits)
     try:
         im.load()
