@@ -51,7 +51,11 @@ def _jpeg_bytes(im: Image.Image, orientation: int = 1, progressive: bool = False
 
 
 def test_limits_are_the_servers() -> None:
-    assert (MAX_ASPECT, MAX_PIXELS) == (20.0, 50_000_000)
+    from monkeysee.serve import service
+    from monkeysee.serve.app import ServeConfig
+
+    served = (service.MAX_ASPECT, ServeConfig(Path("run")).max_pixels)
+    assert (MAX_ASPECT, MAX_PIXELS) == served == (20, 50_000_000)
 
 
 @pytest.mark.parametrize("size", [(8000, 1), (20000, 1), (1, 8000), (201, 10)])
