@@ -292,8 +292,9 @@ class Predictor:
         workers: int = 2,
         heatmaps: Heatmapper | None = None,
     ) -> Iterator[Prediction]:
-        """Stream predictions for any number of photo paths, in order; a bad file yields an error row."""
-        for batch in decoded_batches(paths, batch_size, workers):
+        """Stream predictions for any number of photo paths, in order; a bad file yields an error row.
+        Photos are decoded no larger than the model needs (see `data.images.load_rgb`)."""
+        for batch in decoded_batches(paths, batch_size, workers, self.run.manifest.preprocess):
             good = [(src, im) for src, im in batch if isinstance(im, Image.Image)]
             preds = iter(self.predict_images([im for _, im in good], top_k, [s for s, _ in good], heatmaps))
             for src, im in batch:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from monkeysee.data.images import load_rgb
 from monkeysee.data.layout import Sample
+from monkeysee.data.preprocess import Preprocess
 from monkeysee.errors import ImageError, MonkeyseeError
 
 Item = tuple[torch.Tensor | None, int, int]
@@ -96,27 +97,32 @@ def make_loader(
     )
 
 
-def _decode_or_reason(path: str | Path) -> Image.Image | str:
+def _decode_or_reason(path: str | Path, preprocess: Preprocess | None) -> Image.Image | str:
     try:
-        return load_rgb(path)
+        return load_rgb(path, preprocess=preprocess)
     except MonkeyseeError as exc:
         return exc.message
 
 
 def decoded_batches(
-    paths: Iterable[str | Path], batch_size: int, workers: int
+    paths: Iterable[str | Path], batch_size: int, workers: int, preprocess: Preprocess | None = None
 ) -> Iterator[list[tuple[str, Image.Image | str]]]:
-    """Decode photos in a thread pool (PIL releases the GIL), at most three batches ahead, in order."""
+    """Decode photos in a thread pool (PIL releases the GIL), at most three batches ahead, in order.
+
+    Each item is the decoded photo or, for a file that is not a usable photo, the reason as text. With
+    the model's `preprocess`, photos are decoded no larger than it needs (see `load_rgb`), so the
+    batches ahead hold small images whatever the camera.
+    """
     todo = iter(paths)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending: deque[tuple[str, Future]] = deque(
-            (str(p), pool.submit(_decode_or_reason, p)) for p in islice(todo, batch_size * 3)
+            (str(p), pool.submit(_decode_or_reason, p, preprocess)) for p in islice(todo, batch_size * 3)
         )
         batch: list[tuple[str, Image.Image | str]] = []
         while pending:
             src, fut = pending.popleft()
             for p in islice(todo, 1):
-                pending.append((str(p), pool.submit(_decode_or_reason, p)))
+                pending.append((str(p), pool.submit(_decode_or_reason, p, preprocess)))
             batch.append((src, fut.result()))
             if len(batch) == batch_size:
                 yield batch

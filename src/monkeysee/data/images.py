@@ -5,30 +5,45 @@ so a bad photo in a folder of thousands never surfaces as a bare Pillow tracebac
 are decoded (`PHOTO_FORMATS`): a PostScript file renamed .jpg never reaches Pillow's EPS plugin, which
 would run Ghostscript on it. Before any pixel is decoded, the photo's pixel count and the memory its
 decoding will take (`decode_bytes`: its mode's bytes per pixel, the decoder's buffers and every
-conversion on the way to RGB) are checked against limits, so a small file cannot take gigabytes.
+conversion on the way to RGB) and its shape are checked against limits, so a small file cannot take
+gigabytes. The limits are the same in every command and in the server.
+
+A caller that knows which model the photo is for passes its `preprocess`: a photo at least twice the
+size the model's eval transform resizes to (`Preprocess.resize_size`, on the short side) is then returned
+already resized as that transform resizes it (same size, same filter), so the transform's own resize
+leaves it as it is and nothing downstream holds more pixels than the model needs. A JPEG is first scaled
+by 1/2, 1/4 or 1/8 inside the decoder (`Image.draft`), keeping at least twice the resize size, so its
+full-size pixels never exist; the only difference from a full decode is that scaling.
 """
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import re
 import stat
 import threading
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from monkeysee.errors import DataError, ImageError
+from monkeysee.data.folders import as_path, check_regular_file, display_path
+from monkeysee.data.folders import is_sidecar as is_sidecar  # re-exported: photos and folders from one module
+from monkeysee.data.folders import iter_photos as iter_photos
+from monkeysee.data.preprocess import Preprocess
+from monkeysee.errors import ImageError
 
-MAX_PIXELS: int = 89_478_485
-"""Largest photo accepted by default (Pillow's own decompression-bomb default: about 9,459 x 9,459)."""
+MAX_PIXELS: int = 50_000_000
+"""Largest photo accepted, in pixels, by every command and by default by the server (phones save 12 to
+50 megapixels unless set to a special high-resolution mode)."""
+
+MAX_ASPECT: float = 20.0
+"""Longest side over shortest side accepted, by every command and by the server. Beyond it, resizing the
+short side to the model's input makes the long side explode in memory (an 8000x1 strip would become
+2,048,000x256 pixels), and nothing recognisable is left in the centre crop anyway."""
 
 MAX_DECODE_BYTES: int = 1024**3
 """Most memory one photo may take to decode and convert to RGB, by default (see `decode_bytes`)."""
@@ -40,14 +55,10 @@ PSD, ICO and two dozen rarer formats) is refused before any decoder runs."""
 
 ACCEPTED = "JPEG, PNG, WebP, TIFF, BMP or GIF"
 
-# Files that operating systems and archivers leave in photo folders; never photos.
-_JUNK_NAMES = frozenset({"Thumbs.db", "desktop.ini", "__MACOSX"})
-
 # `warnings.catch_warnings` swaps process-wide state; serialise our use of it across loader threads.
 _OPEN_LOCK = threading.Lock()
 
 _FIX_REPLACE = "replace it with a JPEG or PNG photo, or delete it"
-_FIX_LINK = "fix the link or delete it"
 _BAND_PIXELS = 1 << 18  # high-depth photos are scaled to 8 bits this many pixels at a time
 
 # First bytes of files people mistake for photos, so the error can say what the file is.
@@ -61,15 +72,12 @@ _FTYP_BRANDS = {b"heic": "a HEIC photo", b"heix": "a HEIC photo", b"mif1": "a HE
                 b"avif": "an AVIF photo"}
 
 
-def display_path(path: str | bytes | os.PathLike) -> str:
-    """`path` as printable text: bytes that are not UTF-8 (a file name from another system) are
-    shown as backslash escapes, so any message naming the file can be printed and written as JSON."""
-    raw = os.fsencode(path)
-    return raw.decode("utf-8", errors="backslashreplace")
-
-
-def _as_path(path: str | bytes | os.PathLike) -> Path:
-    return Path(os.fsdecode(path))
+@dataclass(frozen=True)
+class _Limits:
+    max_pixels: int
+    max_bytes: int
+    max_aspect: float
+    preprocess: Preprocess | None  # the model's: decode at the size it needs; None: at full size
 
 
 @dataclass(frozen=True)
@@ -81,19 +89,22 @@ class PhotoHeader:
     width: int
     height: int
     decode_bytes: int  # estimated peak memory to decode it and convert it to RGB (see `decode_bytes`)
+    scale: int = 1  # the JPEG decoder's reduction for the `preprocess` asked for (1: full size)
 
 
 def load_rgb(path: str | bytes | os.PathLike, max_pixels: int = MAX_PIXELS,
-             max_bytes: int = MAX_DECODE_BYTES) -> Image.Image:
-    """Decode the photo at `path` completely and return it upright, as 8-bit RGB.
+             max_bytes: int = MAX_DECODE_BYTES, *, max_aspect: float = MAX_ASPECT,
+             preprocess: Preprocess | None = None) -> Image.Image:
+    """Decode the photo at `path` and return it upright, as 8-bit RGB; with the model's `preprocess`, no
+    larger than that model needs (see the module docstring).
 
     The format is recognised from the bytes, not the file name. EXIF orientation is applied,
     transparency is composited on white and 16-bit greyscale is scaled down (not clipped). Broken
     links, link loops, FIFOs, devices and folders are named as such; a FIFO is never opened.
     """
-    path = _as_path(path)
+    path = as_path(path)
     shown = display_path(path)
-    _check_regular_file(path, shown)
+    check_regular_file(path, shown)
     try:
         # O_NONBLOCK: should the path have become a FIFO since the check, opening it must not hang.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
@@ -107,99 +118,36 @@ def load_rgb(path: str | bytes | os.PathLike, max_pixels: int = MAX_PIXELS,
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ImageError("not a regular file", fix="photos must be ordinary files", path=shown)
         try:
-            return _decode(fp, shown, max_pixels, max_bytes)
+            return _decode(fp, shown, _Limits(max_pixels, max_bytes, max_aspect, preprocess))
         except IsADirectoryError:
             raise ImageError("is a folder, not a photo", fix="pass the path of a photo file",
                              path=shown) from None
 
 
 def load_rgb_bytes(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS,
-                   max_bytes: int = MAX_DECODE_BYTES) -> Image.Image:
+                   max_bytes: int = MAX_DECODE_BYTES, *, max_aspect: float = MAX_ASPECT,
+                   preprocess: Preprocess | None = None) -> Image.Image:
     """`load_rgb` for photos that arrive in memory (web uploads); `name` is used in error messages."""
     if not data:
         raise ImageError("upload is empty (0 bytes)", fix="send the photo file itself", path=name)
-    return _decode(io.BytesIO(data), name, max_pixels, max_bytes)
+    return _decode(io.BytesIO(data), name, _Limits(max_pixels, max_bytes, max_aspect, preprocess))
 
 
 def read_header(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS,
-                max_bytes: int = MAX_DECODE_BYTES) -> PhotoHeader:
+                max_bytes: int = MAX_DECODE_BYTES, *, max_aspect: float = MAX_ASPECT,
+                preprocess: Preprocess | None = None) -> PhotoHeader:
     """Check an upload's format and limits from its header alone; raises the ImageError that
-    `load_rgb_bytes` would raise for them. A server uses it to reserve memory before decoding."""
+    `load_rgb_bytes` would raise for them. A server uses it to reserve memory before decoding; its
+    `decode_bytes` holds for `load_rgb_bytes` called with the same `preprocess`."""
     if not data:
         raise ImageError("upload is empty (0 bytes)", fix="send the photo file itself", path=name)
-    im = _open(io.BytesIO(data), name, max_pixels, max_bytes)
-    return PhotoHeader(im.format or "", im.mode, im.width, im.height, _cost(im))
+    im, size, scale = _open(io.BytesIO(data), name, _Limits(max_pixels, max_bytes, max_aspect, preprocess))
+    return PhotoHeader(im.format or "", im.mode, *size, _cost(im, size, scale), scale)
 
 
-def _check_regular_file(path: Path, shown: str) -> None:
-    """Raise the ImageError for anything at `path` that is not a non-empty regular file, from its
-    metadata alone (nothing is opened)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            raise ImageError(f"broken link: it points to {display_path(os.readlink(path))}, which does "
-                             "not exist", fix=_FIX_LINK, path=shown) from None
-        raise ImageError("file not found", fix="check the path and spelling", path=shown) from None
-    except PermissionError:
-        raise ImageError("cannot read the file (permission denied)", fix="check its permissions",
-                         path=shown) from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ImageError("symbolic link loop: the link leads back to itself", fix=_FIX_LINK,
-                             path=shown) from None
-        raise ImageError(f"cannot read the file ({exc.strerror})", fix="check its permissions",
-                         path=shown) from None
-    if stat.S_ISDIR(st.st_mode):
-        _check_folder(path, st, shown)
-    if not stat.S_ISREG(st.st_mode):
-        raise ImageError(f"not a regular file ({_kind(st.st_mode)})",
-                         fix="photos must be ordinary files; move it out of the photo folder", path=shown)
-    if st.st_size == 0:
-        raise ImageError("file is empty (0 bytes)", fix=_FIX_REPLACE, path=shown)
-
-
-def _check_folder(path: Path, st: os.stat_result, shown: str) -> None:
-    """Always raises: why a folder was given where a photo was expected (`iter_photos` yields the
-    folders it cannot walk, so that they are reported rather than skipped)."""
-    if os.path.islink(path) and _loops_back(path, st):
-        raise ImageError("symbolic link loop: the link leads back to a folder above it", fix=_FIX_LINK,
-                         path=shown)
-    try:
-        with os.scandir(path):
-            pass
-    except PermissionError:
-        raise ImageError("cannot list folder: permission denied",
-                         fix="give yourself read and execute permission on it (chmod u+rx), or move it "
-                             "out of the photo folder", path=shown) from None
-    except OSError as exc:
-        raise ImageError(f"cannot list folder: {exc.strerror}",
-                         fix="check the disk, or move the folder out of the photo folder",
-                         path=shown) from None
-    raise ImageError("is a folder, not a photo", fix="pass the path of a photo file", path=shown)
-
-
-def _loops_back(path: Path, st: os.stat_result) -> bool:
-    for parent in path.absolute().parents:
-        try:
-            if os.path.samestat(st, os.stat(parent)):
-                return True
-        except OSError:
-            continue
-    return False
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return name
-    return "not a file"
-
-
-def _decode(fp: BinaryIO, where: str, max_pixels: int, max_bytes: int) -> Image.Image:
-    """Open, check the limits, fully decode, orient and convert; every Pillow failure becomes ImageError."""
-    im = _open(fp, where, max_pixels, max_bytes)
+def _decode(fp: BinaryIO, where: str, limits: _Limits) -> Image.Image:
+    """Open, check the limits, decode, orient, convert and fit; every Pillow failure becomes ImageError."""
+    im, _, _ = _open(fp, where, limits)
     try:
         im.load()
     except MemoryError:
@@ -209,7 +157,7 @@ def _decode(fp: BinaryIO, where: str, max_pixels: int, max_bytes: int) -> Image.
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error... on bad data
         raise _corrupt(exc, where) from None
     try:
-        return _to_rgb(_upright(im))
+        return _fitted(_to_rgb(_upright(im)), limits.preprocess)
     except MemoryError:
         raise ImageError(
             "not enough memory to decode this photo", fix="use a smaller photo", path=where
@@ -222,8 +170,9 @@ def _decode(fp: BinaryIO, where: str, max_pixels: int, max_bytes: int) -> Image.
         ) from None
 
 
-def _open(fp: BinaryIO, where: str, max_pixels: int, max_bytes: int) -> Image.Image:
-    """Read the header with an allowed plugin and check the pixel and memory limits (no decoding)."""
+def _open(fp: BinaryIO, where: str, limits: _Limits) -> tuple[Image.Image, tuple[int, int], int]:
+    """Read the header with an allowed plugin, check the pixel, shape and memory limits and set the JPEG
+    decoder's scale (no decoding). Returns the image, its size in the file and that scale."""
     try:
         # Our own size check below enforces `max_pixels`; Pillow's warning would only duplicate it.
         with _OPEN_LOCK, warnings.catch_warnings():
@@ -232,23 +181,53 @@ def _open(fp: BinaryIO, where: str, max_pixels: int, max_bytes: int) -> Image.Im
     except Image.DecompressionBombError as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(found[1]):,}" if found else "over Pillow's hard limit"
-        raise _too_many_pixels(where, size, max_pixels) from None
+        raise _too_many_pixels(where, size, limits.max_pixels) from None
     except UnidentifiedImageError:
         raise _unidentified(fp, where) from None
     except Exception as exc:
         raise _corrupt(exc, where) from None
     width, height = im.size
-    if width * height > max_pixels:
-        raise _too_many_pixels(where, f"{width}x{height} = {width * height:,}", max_pixels)
-    need = _cost(im)
-    if need > max_bytes:
+    if width * height > limits.max_pixels:
+        raise _too_many_pixels(where, f"{width}x{height} = {width * height:,}", limits.max_pixels)
+    if max(width, height) > limits.max_aspect * min(width, height):
+        raise ImageError(
+            f"image is too long and thin to classify ({width}x{height} pixels; the longest side may be "
+            f"at most {limits.max_aspect:g} times the shortest)",
+            fix=f"crop it to a shape no longer than {limits.max_aspect:g}:1, or delete it", path=where,
+        )
+    scale = _draft(im, 2 * limits.preprocess.resize_size if limits.preprocess else None)
+    need = _cost(im, (width, height), scale)
+    if need > limits.max_bytes:
         raise ImageError(
             f"image has too many pixels for its kind ({width}x{height} {im.format} in colour mode "
-            f"{im.mode} needs about {_mb(need)} to decode; the limit is {_mb(max_bytes)})",
+            f"{im.mode} needs about {_mb(need)} to decode; the limit is {_mb(limits.max_bytes)})",
             fix="resize the photo (a few megapixels is plenty) or save it as an 8-bit JPEG",
             path=where,
         )
-    return im
+    return im, (width, height), scale
+
+
+def _draft(im: Image.Image, min_side: int | None) -> int:
+    """Have a JPEG decoded at 1/2, 1/4 or 1/8 scale, the smallest that keeps its short side at least
+    `min_side`; the scale set (1 for other formats, which ignore `draft`, and when no reduction fits)."""
+    if not min_side or min(im.size) // min_side < 2:
+        return 1
+    width = im.width
+    # Pillow picks the largest of 8, 4, 2, 1 not above min(width // min_side, height // min_side), and
+    # answers the box of the file's pixels at the new scale.
+    drafted = im.draft(None, (min_side, min_side))
+    return 1 if drafted is None else round(width / drafted[1][2])
+
+
+def _fitted(im: Image.Image, pre: Preprocess | None) -> Image.Image:
+    """`im` resized as `pre`'s eval transform resizes it (short side to `resize_size`, the long side by
+    torchvision's arithmetic, `pre.interpolation`) when its short side is at least twice that; else `im`."""
+    if pre is None or min(im.size) < 2 * pre.resize_size:
+        return im
+    width, height = im.size
+    short, long = pre.resize_size, int(pre.resize_size * max(width, height) / min(width, height))
+    size = (short, long) if width <= height else (long, short)
+    return im.resize(size, Image.Resampling[pre.interpolation.upper()])
 
 
 def _mb(n: int) -> str:
@@ -318,7 +297,7 @@ def stored_bytes_per_pixel(mode: str) -> int:
 
 
 def decode_bytes(mode: str, size: tuple[int, int], fmt: str = "", *, rotated: bool = True,
-                 progressive: bool = False, transparent: bool = False) -> int:
+                 progressive: bool = False, transparent: bool = False, scale: int = 1) -> int:
     """Estimated peak memory, in bytes, to decode a photo and turn it into 8-bit RGB with `load_rgb`.
 
     The sum of: the decoded pixels at Pillow's size for `mode`; the decoder's own full-size buffer
@@ -326,8 +305,12 @@ def decode_bytes(mode: str, size: tuple[int, int], fmt: str = "", *, rotated: bo
     every coefficient: 2 bytes per pixel and component); a rotated copy when EXIF asks for one; and the
     conversion to RGB (nothing for RGB, 4 bytes per pixel for the RGB result, 16 when transparency is
     composited on white). An upper bound: not every term is alive at the same moment.
+
+    `size` is the photo's size in the file; `scale` the JPEG decoder's reduction (`Image.draft`): its
+    pixels are decoded at 1/scale per side, but a progressive JPEG's coefficients stay full size.
     """
-    pixels = size[0] * size[1]
+    pixels = -(-size[0] // scale) * -(-size[1] // scale)
+    coefficients = 0
     stored = stored_bytes_per_pixel(mode)
     per_pixel = stored
     if fmt == "WEBP":
@@ -335,20 +318,20 @@ def decode_bytes(mode: str, size: tuple[int, int], fmt: str = "", *, rotated: bo
     elif fmt == "TIFF":
         per_pixel += stored
     elif fmt in {"JPEG", "MPO"} and progressive:
-        per_pixel += 2 * (Image.getmodebands(mode) if mode in Image.MODES else 4)
+        coefficients = size[0] * size[1] * 2 * (Image.getmodebands(mode) if mode in Image.MODES else 4)
     if rotated:
         per_pixel += stored
     if mode in _ALPHA or transparent:
         per_pixel += 16
     elif mode != "RGB":
         per_pixel += 4
-    return pixels * per_pixel
+    return pixels * per_pixel + coefficients
 
 
-def _cost(im: Image.Image) -> int:
-    return decode_bytes(im.mode, im.size, im.format or "", rotated=_orientation(im) != 1,
+def _cost(im: Image.Image, size: tuple[int, int], scale: int) -> int:
+    return decode_bytes(im.mode, size, im.format or "", rotated=_orientation(im) != 1,
                         progressive=bool(im.info.get("progressive") or im.info.get("progression")),
-                        transparent="transparency" in im.info)
+                        transparent="transparency" in im.info, scale=scale)
 
 
 def _orientation(im: Image.Image) -> int | None:
@@ -414,65 +397,3 @@ def _high_depth_to_rgb(im: Image.Image) -> Image.Image:
         np.clip(np.rint(values, out=values), 0, 255, out=values)
         out.paste(Image.fromarray(values.astype(np.uint8), mode="L"), (0, y0))
     return out
-
-
-# Files that commonly sit beside photos without being photos (read-me's, lists, saved arrays).
-NOT_PHOTO_SUFFIXES = frozenset({".txt", ".md", ".csv", ".json", ".yaml", ".yml", ".html", ".pdf", ".npy"})
-
-
-def is_sidecar(path: Path) -> bool:
-    """True for a file that is clearly not meant as a photo (by suffix); everything else is tried."""
-    return path.suffix.lower() in NOT_PHOTO_SUFFIXES
-
-
-def iter_photos(folder: str | bytes | os.PathLike) -> Iterator[Path]:
-    """Every entry under `folder` that could be meant as a photo, recursively, in sorted order; hidden
-    and OS-junk files skipped.
-
-    No extension filter: the content decides later whether a file is a photo. Nothing is skipped
-    silently either: broken links, link loops, FIFOs, sockets and sub-folders that cannot be listed are
-    yielded like photos, so that `load_rgb` reports each with its reason (and the walk goes on). A
-    generator over `os.scandir`, sorted one directory at a time, so a folder of millions starts
-    yielding at once. Only `folder` itself being missing or unreadable raises (DataError).
-    """
-    folder = _as_path(folder)
-    shown = display_path(folder)
-    try:
-        st = folder.stat()
-        entries = _entries(folder)
-    except FileNotFoundError:
-        raise DataError("folder not found", fix="check the path", path=shown) from None
-    except NotADirectoryError:
-        raise DataError("not a folder", fix="pass the folder that holds the photos", path=shown) from None
-    except PermissionError:
-        raise DataError(
-            "cannot list the folder (permission denied)", fix="check its permissions", path=shown
-        ) from None
-    yield from _walk(entries, {(st.st_dev, st.st_ino)})
-
-
-def _entries(folder: Path) -> list[os.DirEntry]:
-    with os.scandir(folder) as it:
-        return sorted(it, key=lambda e: e.name)
-
-
-def _walk(entries: list[os.DirEntry], above: set[tuple[int, int]]) -> Iterator[Path]:
-    """`above`: the folders being walked, to tell a link back to one of them (a loop) from a folder."""
-    for entry in entries:
-        if entry.name.startswith(".") or entry.name in _JUNK_NAMES:
-            continue
-        path = Path(entry.path)
-        try:
-            is_dir = entry.is_dir()  # follows links; False for broken links, loops, FIFOs, sockets
-            st = os.stat(path) if is_dir else None
-        except OSError:
-            is_dir, st = False, None
-        if st is None or (st.st_dev, st.st_ino) in above:
-            yield path  # a file, or something load_rgb will name: a broken link, a loop, a FIFO...
-            continue
-        try:
-            inside = _entries(path)
-        except OSError:
-            yield path  # a folder that cannot be listed becomes one error row ("cannot list folder")
-            continue
-        yield from _walk(inside, above | {(st.st_dev, st.st_ino)})
