@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         source, photos = str(args.paths[0]), list(args.paths[1:])
     args.out.mkdir(parents=True, exist_ok=True)
     for path, name in zip(photos, photo_names(photos), strict=True):
-        photo = load_rgb(path)
+        photo = load_rgb(path, preprocess=explainer.preprocess)
         acts = {k: v[0].numpy() for k, v in explainer.activations([photo], args.layers).items()}
         seen = explainer.prepare([photo])[1][0]
         stem = file_safe(name)

@@ -125,7 +125,7 @@ def _explain(args: argparse.Namespace, loaded: LoadedRun) -> int:
     parts: dict[str, list[CamResult]] = {m: [] for m in methods}
     for start in range(0, len(args.photos), args.batch_size):
         paths = args.photos[start : start + args.batch_size]
-        photos = [load_rgb(p) for p in paths]
+        photos = [load_rgb(p, preprocess=explainer.preprocess) for p in paths]
         batch = explainer.explain(
             photos, methods, target, names[start : start + args.batch_size], chunk_size=args.chunk_size
         )
@@ -177,7 +177,7 @@ def _evaluate(args: argparse.Namespace, loaded: LoadedRun) -> int:
         if len(chosen) == args.n:
             break
         try:
-            tensors.append(explainer.prepare([load_rgb(path)])[0])
+            tensors.append(explainer.prepare([load_rgb(path, preprocess=explainer.preprocess)])[0])
         except ImageError as exc:
             print(f"skipping {exc.message}", file=sys.stderr)
             continue

@@ -69,7 +69,8 @@ def predict_samples(
     logits, feats, kept, errors = [], [], [], []
     with tqdm(total=len(samples), desc="evaluating", unit="photo", disable=None, leave=False) as bar:
         start = 0
-        for batch in decoded_batches([s.path for s in samples], batch_size, workers=2):
+        for batch in decoded_batches([s.path for s in samples], batch_size, workers=2,
+                                     preprocess=predictor.run.manifest.preprocess):
             good = [(start + i, im) for i, (_, im) in enumerate(batch) if not isinstance(im, str)]
             errors += [{"path": src, "error": im} for src, im in batch if isinstance(im, str)]
             if good:
@@ -140,5 +141,5 @@ def _plot_top_losses(interp: Interpretation, predictor: Predictor, path: Path, k
     from monkeysee.data.images import load_rgb
 
     items = interp.top_losses(k)
-    images = [load_rgb(item.path) for item in items]
+    images = [load_rgb(item.path, preprocess=predictor.run.manifest.preprocess) for item in items]
     plot_top_losses(items, images, predictor.species, path)

@@ -387,7 +387,7 @@ def faithfulness_on_photos(
         if len(chosen) == n:
             break
         try:
-            tensors.append(explainer.prepare([load_rgb(path)])[0])
+            tensors.append(explainer.prepare([load_rgb(path, preprocess=explainer.preprocess)])[0])
         except ImageError:
             continue
         chosen.append(path)

@@ -53,13 +53,13 @@ class OverlayBank:
         inputs: dict[Path, torch.Tensor] = {}
         for path in tqdm(paths, desc="reading photos", unit="photo", disable=None, leave=False):
             try:
-                x, seen = explainer.prepare([load_rgb(path)])
+                x, seen = explainer.prepare([load_rgb(path, preprocess=explainer.preprocess)])
             except ImageError as exc:
                 self._problems[path] = exc.problem
                 continue
             inputs[path], self._photos[path] = x[0], seen[0]
         for path in {p for p, _ in todo if p not in inputs and p in self._photos}:
-            inputs[path] = explainer.prepare([load_rgb(path)])[0][0]  # read in an earlier compute()
+            inputs[path] = explainer.prepare([load_rgb(path, preprocess=explainer.preprocess)])[0][0]
         todo = [(p, t) for p, t in todo if p in inputs]
         with tqdm(total=len(todo), desc="Grad-CAM", unit="map", disable=None, leave=False) as bar:
             for start in range(0, len(todo), batch_size):
