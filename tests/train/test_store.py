@@ -16,6 +16,7 @@ import torch
 
 from monkeysee.data.layout import Sample
 from monkeysee.errors import ConfigError
+from monkeysee.models.fold import FOLD
 from monkeysee.train.encode import encode_into
 from monkeysee.train.store import FeatureStore, StoreKey
 from tests.train.conftest import Counting, aug_transform, clean_transform, make_key, tiny_body, write_photo
@@ -114,6 +115,8 @@ def test_a_body_with_batchnorm_is_encoded_folded_and_the_rows_match_the_unfolded
     assert not torch.equal(rows[True], rows[False])  # two tables, each computed its own way
     torch.testing.assert_close(rows[True], rows[False], rtol=1e-5, atol=1e-5)
     assert isinstance(body[1], torch.nn.BatchNorm2d)  # encoding folded a copy, never the body
+    # rows of another fold's arithmetic differ in their last bits: the key names the fold it used
+    assert key.fields_of(1)["folded"] == FOLD and replace(key, folded=False).fields_of(1)["folded"] is False
 
 
 def test_other_frozen_weights_are_another_key_and_refused_under_the_old_one(store, photos):

@@ -20,6 +20,10 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+FOLD = "torch.nn.utils.fusion.fuse_conv_bn_weights, fp32"
+"""How the weights are merged: stored rows computed through a folded module differ in their last bits
+from one merge to another, so a feature store keys its rows by this."""
+
 
 def folded(module: nn.Module) -> nn.Module:
     """An eval-mode copy of `module` with each BatchNorm merged into the convolution before it; no

@@ -20,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 from monkeysee.errors import ConfigError
+from monkeysee.models.fold import FOLD
 
 Transform = Callable[[Image.Image], torch.Tensor]
 
@@ -116,9 +117,10 @@ class StoreKey:
     def fields_of(self, view: int) -> dict[str, Any]:
         """The fields the table holding `view` depends on: the clean view 0 depends on neither the
         augmentation nor its seed, so every augmentation recipe shares it."""
+        fields = asdict(self) | ({"folded": FOLD} if self.folded else {})
         if view == 0:
-            return {k: v for k, v in asdict(self).items() if k not in {"augment", "seed"}}
-        return asdict(self)
+            return {k: v for k, v in fields.items() if k not in {"augment", "seed"}}
+        return fields
 
     def folder(self, view: int) -> str:
         """Folder name of the table holding `view`: clean (0) or augmented (1..n)."""
