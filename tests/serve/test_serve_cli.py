@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from monkeysee.cli import build_parser, main
 from monkeysee.cli import serve as serve_cli
+from monkeysee.serve import ServeConfig
 from monkeysee.serve.protocol import KEEP_ALIVE_S
 
 SINGLE_THREADED_BLAS = serve_cli.single_threaded_blas  # the real one; the fixture below stubs it
@@ -50,6 +52,12 @@ def test_defaults_are_loopback_and_the_documented_limits(run_dir):
     assert (config.host, config.port, config.max_upload_mb, config.top_k, config.unknown_threshold) == (
         "127.0.0.1", 8000, 10.0, 3, None)
     assert config.threads == max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def test_every_field_of_serve_config_is_an_option_with_its_default(run_dir):
+    args = build_parser().parse_args(["serve", str(run_dir)])
+    assert {f.name for f in fields(ServeConfig)} <= set(vars(args))
+    assert serve_cli.config_from_args(args) == ServeConfig(run_dir, threads=serve_cli.default_threads())
 
 
 def test_options_reach_the_app(run_dir, no_server, capsys, threads):
