@@ -6,6 +6,7 @@ import ctypes
 import os
 import random
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,19 +16,32 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
 
-PHOTO_BLOCK_BYTES = 4 * 1024 * 1024
-"""Blocks this large and larger are mapped on their own when serving, and unmapped when freed."""
+MMAP_THRESHOLD = 16 * 1024 * 1024
+"""When serving, blocks this large and larger are mapped on their own and unmapped when freed. A lower
+threshold maps more of the model's own activation buffers too (4 MB: a batch of 8 at 224 px took 1.3x
+as long per forward pass on one CPU thread)."""
 
-MALLOC_PROFILES: dict[str, tuple[tuple[int, int], ...]] = {
+
+@dataclass(frozen=True)
+class MallocProfile:
+    """glibc mallopt settings, and the size of the blocks Pillow stores images in (None: its own)."""
+
+    mallopt: tuple[tuple[int, int], ...]
+    pillow_block_bytes: int | None = None
+
+
+MALLOC_PROFILES: dict[str, MallocProfile] = {
     # Each conv layer allocates and frees large buffers; by default glibc serves them with mmap and
     # unmaps them on free, so every forward pass pays page faults again (keeping them: 1.2-1.8x on CPU).
-    "training": ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 1 << 30)),
+    "training": MallocProfile(((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 1 << 30))),
     # A server decoding photos of every size would otherwise keep its highest water mark for ever, in
-    # every request thread's arena, so resident memory climbs far past the photos in flight. Pillow
-    # stores an image in blocks of up to 16 MB, so the threshold sits well below that; it is fixed
-    # (setting it turns off glibc's dynamic growth), and 65536 is glibc's default mapping count.
-    "serving": ((_M_MMAP_MAX, 65536), (_M_MMAP_THRESHOLD, PHOTO_BLOCK_BYTES),
-                (_M_TRIM_THRESHOLD, 2 * PHOTO_BLOCK_BYTES)),
+    # every request thread's arena, so resident memory climbs far past the photos in flight. The
+    # threshold is fixed (setting it turns off glibc's dynamic growth; 65536 is glibc's default mapping
+    # count), and Pillow's blocks are made twice as large, so every image of 16 MB or more is stored in
+    # blocks over the threshold (with its default 16 MB blocks each block fell just under it).
+    "serving": MallocProfile(((_M_MMAP_MAX, 65536), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+                              (_M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD)),
+                             pillow_block_bytes=2 * MMAP_THRESHOLD),
 }
 
 
@@ -39,10 +53,15 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def tune_malloc(profile: str = "training") -> bool:
-    """Apply one of `MALLOC_PROFILES` to glibc's malloc, process-wide. Returns False off glibc."""
+    """Apply one of `MALLOC_PROFILES` process-wide. Returns False off glibc."""
+    chosen = MALLOC_PROFILES[profile]
+    if chosen.pillow_block_bytes is not None:
+        from PIL import Image
+
+        Image.core.set_block_size(chosen.pillow_block_bytes)
     libc = _libc()
     try:
-        return libc is not None and all(libc.mallopt(k, v) == 1 for k, v in MALLOC_PROFILES[profile])
+        return libc is not None and all(libc.mallopt(k, v) == 1 for k, v in chosen.mallopt)
     except AttributeError:
         return False
 
