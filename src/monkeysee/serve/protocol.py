@@ -8,7 +8,8 @@ is the app's JSON error shape, written as a whole response that closes the conne
 - request headers must arrive within `header_timeout` seconds of connecting or of the last answer,
   else a 408 (a client trickling them would otherwise hold its connection for ever);
 - one client address may hold `per_client` connections; one more is answered a 503 at once and closed,
-  so a single address cannot take the places that `/health` and other clients need;
+  so a single address cannot take the places that `/health` and other clients need (behind a reverse
+  proxy every client has the proxy's address: raise the per-client limits there);
 - a request on a connection beyond `max_connections` in total gets a 503 (uvicorn's own limit answers
   plain text);
 - a request the HTTP parser rejects gets a 400 (uvicorn's answers plain text).
