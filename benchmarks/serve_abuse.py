@@ -2,8 +2,9 @@
 
 Starts the real server (`python -m monkeysee serve`, loopback only, its default limits) on a run, then:
 
-1. slow clients: 4 normal clients send photos while 64 slow ones (half trickling request headers, half
-   trickling upload bodies, a byte every half second, reconnecting whenever cut off) hold connections.
+1. slow clients: 4 normal clients send photos while 64 slow ones from another address (127.0.0.2; half
+   trickling request headers, half trickling upload bodies, a byte every half second, reconnecting
+   whenever cut off) hold connections.
    Peer measured in the same run: the same 4 clients alone. Prints normal p50/p95, failures, and what
    the slow clients were answered.
 2. memory: 8 worst-case photos at once, per kind (each just under --max-decode-mb, and the 104 kB
@@ -47,6 +48,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_latency import HOST, Load, build_run, default_photo, run_clients, start_server, stop_server
 
 SLOW_GAP_S = 0.5  # a slow client sends one byte this often
+TRICKLER = "127.0.0.2"  # Linux routes all of 127.0.0.0/8 to loopback: a second client address
+KEEPER = "127.0.0.1"
+RECONNECT_S = 0.05  # an answered trickler connects again after this pause (bounds the refusals per second)
 
 
 def say(text: str) -> None:
@@ -91,7 +95,7 @@ class SlowClients:
 
     def _once(self, headers_only: bool) -> str:
         try:
-            with socket.create_connection(self.address, timeout=30) as s:
+            with socket.create_connection(self.address, timeout=30, source_address=(TRICKLER, 0)) as s:
                 s.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\n")
                 if not headers_only:  # a well-formed start, so the server waits for the rest
                     s.sendall(b"Content-Length: 200000\r\n"
@@ -109,10 +113,6 @@ class SlowClients:
         except OSError as exc:
             return f"{type(exc).__name__}"
 
-
-TRICKLER = "127.0.0.2"  # Linux routes all of 127.0.0.0/8 to loopback: a second client address
-KEEPER = "127.0.0.1"
-RECONNECT_S = 0.05  # an answered trickler connects again after this pause (bounds the refusals per second)
 
 
 def large_jpeg(size: tuple[int, int] = (7100, 7030)) -> bytes:
