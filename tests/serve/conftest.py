@@ -19,13 +19,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from monkeysee.checkpoint import Manifest
-from monkeysee.cli.serve import uvicorn_options
 from monkeysee.data.species import Species
 from monkeysee.models import Preprocess, create_model, get_backbone
 from monkeysee.models.unknown import build_detector
 from monkeysee.predict import Predictor
 from monkeysee.rundir import RunDir
 from monkeysee.serve import ServeConfig, create_app
+from monkeysee.serve.protocol import uvicorn_options
 
 BACKBONE = "efficientnet_lite0"
 INPUT_SIZE = 64

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from monkeysee.cli import build_parser, main
 from monkeysee.cli import serve as serve_cli
+from monkeysee.serve import ServeConfig
+from monkeysee.serve.protocol import KEEP_ALIVE_S
 
 SINGLE_THREADED_BLAS = serve_cli.single_threaded_blas  # the real one; the fixture below stubs it
 
@@ -29,7 +32,8 @@ def threads(monkeypatch) -> list[int]:
     calls: list[int] = []
     monkeypatch.setattr("torch.set_num_threads", calls.append)
     monkeypatch.setattr(serve_cli, "single_threaded_blas", lambda: calls.append(-1))
-    monkeypatch.setattr(serve_cli, "release_photo_memory", lambda: calls.append(-2))
+    monkeypatch.setattr("monkeysee.runtime.tune_malloc",
+                        lambda profile="training": calls.append(-2) if profile == "serving" else None)
     return calls
 
 
@@ -48,6 +52,12 @@ def test_defaults_are_loopback_and_the_documented_limits(run_dir):
     assert (config.host, config.port, config.max_upload_mb, config.top_k, config.unknown_threshold) == (
         "127.0.0.1", 8000, 10.0, 3, None)
     assert config.threads == max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def test_every_field_of_serve_config_is_an_option_with_its_default(run_dir):
+    args = build_parser().parse_args(["serve", str(run_dir)])
+    assert {f.name for f in fields(ServeConfig)} <= set(vars(args))
+    assert serve_cli.config_from_args(args) == ServeConfig(run_dir, threads=serve_cli.default_threads())
 
 
 def test_options_reach_the_app(run_dir, no_server, capsys, threads):
@@ -108,7 +118,7 @@ def test_limits_reach_the_config_and_the_ceiling_is_printed(run_dir, no_server, 
     c = call["app"].state.config
     assert (c.max_decode_mb, c.decode_budget_mb, c.max_uploads, c.upload_timeout, c.idle_timeout,
             c.max_connections, c.max_concurrent) == (100, 300, 10, 20, 4, 50, 3)
-    assert call["limit_concurrency"] is None and call["timeout_keep_alive"] == serve_cli.KEEP_ALIVE_S
+    assert call["limit_concurrency"] is None and call["timeout_keep_alive"] == KEEP_ALIVE_S
     assert f"photos take at most {c.memory_ceiling_bytes / 1024**2:,.0f} MB" in capsys.readouterr().err
 
 
@@ -143,15 +153,16 @@ def test_port_in_use_is_reported_before_loading(run_dir, capsys):
 
 
 _AFTER_FREE = """
-import sys, numpy as np
-from monkeysee.runtime import tune_malloc
-from monkeysee.cli.serve import release_photo_memory
-tune_malloc()  # what the command line does for every command
-released = release_photo_memory() if sys.argv[1] == "serve" else None
-blocks = [np.ones(17 * 1024 * 1024, dtype=np.uint8) for _ in range(16)]  # photo-sized, ~270 MB
-del blocks
+import sys
+from PIL import Image
+from monkeysee.runtime import tune_malloc, trim_malloc
+tuned = tune_malloc(sys.argv[1])
+photo = Image.new("RGB", (7100, 7030), (1, 2, 3))  # a decoded 50 MP photo: 200 MB in Pillow's blocks
+del photo
+if sys.argv[2] == "trim":
+    trim_malloc()
 rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:"))
-print(released, rss // 1024)
+print(tuned, rss // 1024)
 """
 
 
@@ -160,14 +171,17 @@ def test_the_server_gives_photo_sized_memory_back_to_the_os():
     import subprocess
     import sys
 
-    def after_free(mode: str) -> tuple[str, int]:
-        out = subprocess.run([sys.executable, "-c", _AFTER_FREE, mode], capture_output=True, text=True,
-                             timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-        released, mb = out.stdout.split()
-        return released, int(mb)
+    def after_free(profile: str, trim: str = "keep") -> tuple[str, int]:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        out = subprocess.run([sys.executable, "-c", _AFTER_FREE, profile, trim], capture_output=True,
+                             text=True, timeout=120, env=env)
+        tuned, mb = out.stdout.split()
+        return tuned, int(mb)
 
-    released, serve_mb = after_free("serve")
-    if released != "True":
+    tuned, serving_mb = after_free("serving")
+    if tuned != "True":
         pytest.skip("not glibc: mallopt is not available")
-    _, training_mb = after_free("train")
-    assert training_mb - serve_mb > 200, (training_mb, serve_mb)  # training keeps it, the server not
+    _, training_mb = after_free("training")
+    _, trimmed_mb = after_free("training", "trim")
+    assert training_mb - serving_mb > 150, (training_mb, serving_mb)  # training keeps it, the server not
+    assert training_mb - trimmed_mb > 150, (training_mb, trimmed_mb)  # malloc_trim hands it back

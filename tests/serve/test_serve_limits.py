@@ -176,9 +176,11 @@ def test_eight_tiny_16_bit_7000px_pngs_at_once_stay_small(run_dir: Path, serve):
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads resident memory from /proc")
 def test_photos_under_the_limit_share_the_decode_budget(run_dir: Path, serve):
-    # Each costs about 60 MB to decode; the budget lets two at a time in, six are sent at once.
+    # Each costs 2700 x 2700 x 12 bytes: 2 stored, 2 for a rotation its EXIF may ask for, 4 for the RGB
+    # result, 4 for the RGB copy the quality measures make. The budget lets two at a time in; six are sent.
     photo = _grey16_png((2700, 2700))
-    config = ServeConfig(run_dir, max_decode_mb=64, decode_budget_mb=128)
+    cost = 2700 * 2700 * 12
+    config = ServeConfig(run_dir, max_decode_mb=64, decode_budget_mb=192)
     app = create_app(config)
     with serve(app) as url:
         def send(_: int) -> httpx.Response:
@@ -189,9 +191,22 @@ def test_photos_under_the_limit_share_the_decode_budget(run_dir: Path, serve):
             answers = list(pool.map(send, range(6)))
     assert [r.status_code for r in answers] == [200] * 6, answers[0].text
     budget = app.state.budget
-    assert 100 * 1024**2 < budget.peak <= config.decode_budget_bytes and budget.free == budget.total
+    assert budget.peak in (cost, 2 * cost) and budget.free == budget.total == 192 * 1024**2
     ceiling = config.memory_ceiling_bytes / 1024**2
     assert rss.rise_mb < ceiling, f"server memory rose by {rss.rise_mb:.0f} MB, ceiling {ceiling:.0f} MB"
+
+
+def test_a_photo_costing_more_than_the_whole_budget_is_refused(run_dir: Path, serve, make_photo):
+    # 2000 x 1500 RGB JPEG: 12,000,000 bytes to decode (within max-decode-mb 16), as much again for the
+    # quality measures' RGB copy: 24,000,000 bytes, over a 20 MB budget.
+    photo = make_photo(size=(2000, 1500))
+    app = create_app(ServeConfig(run_dir, max_decode_mb=16, decode_budget_mb=20))
+    with serve(app) as url:
+        r = httpx.post(f"{url}/api/predict", files={"photo": ("big.jpg", photo, "image/jpeg")}, timeout=60)
+    assert r.status_code == 413 and r.json()["error"] == "too_many_pixels"
+    assert r.json()["detail"] == ("big.jpg: photo is 2000x1500 pixels; decoding and answering it take about "
+                                  "23 MB, more than the server's budget of 20 MB")
+    assert app.state.budget.peak == 0
 
 
 def test_memory_ceiling_adds_up_the_limits(run_dir: Path):

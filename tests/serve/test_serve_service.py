@@ -3,6 +3,7 @@ micro-batches form under load without changing any answer, and the crop geometry
 
 from __future__ import annotations
 
+import gc
 import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -103,6 +104,16 @@ def test_concurrent_requests_batch_together_with_identical_answers(run_dir, make
         service.close()
     assert all(a == reference[i] for i, a in answers)  # bit for bit, whatever the batch
     assert max(sizes) > 1, f"no batch formed: {sizes}"
+
+
+def test_no_decoded_photo_outlives_its_answer(fp32_service, make_photo):
+    # The server's memory budget counts a photo until its request is answered; a copy kept by the model
+    # thread after that would lie outside it.
+    size = (131, 97)  # a size no other photo here has
+    answer = fp32_service.answer(make_photo(size=size, seed=5), cam=False)
+    gc.collect()
+    alive = [o for o in gc.get_objects() if isinstance(o, Image.Image) and o.size == size]
+    assert (answer.width, answer.height) == size and alive == []
 
 
 def test_mixed_batches_answer_each_request_as_asked(fp32_service, make_photo):

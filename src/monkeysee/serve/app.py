@@ -5,11 +5,13 @@ answered with a generic JSON 500; an overloaded server answers a JSON 503. Model
 threads, so the event loop stays free.
 
 Memory and slow clients: at most `max_uploads` request bodies are in flight (arriving, waiting or being
-answered; beyond that a JSON 503), each must arrive within `upload_timeout` seconds with no gap longer
-than `idle_timeout` (else a JSON 408), and every photo reserves the memory its decoding takes
-(`data.images.decode_bytes`) from `decode_budget_mb` before it is decoded, waiting its turn when the
-budget is in use. `ServeConfig.memory_ceiling_bytes` adds these up: the most memory photos can take
-beyond the model's own, whatever is uploaded.
+answered), at most `max_uploads_per_client` of them from one client address (beyond either, a JSON 503);
+each must arrive within `upload_timeout` seconds with no gap longer than `idle_timeout` (else a JSON 408);
+and every photo reserves what decoding and answering it take (`limits.photo_cost`) from
+`decode_budget_mb` before it is decoded, waiting its turn when the budget is in use. When the budget is
+free again after a burst, freed memory goes back to the OS (`runtime.trim_malloc`).
+`ServeConfig.memory_ceiling_bytes` adds these up: the most memory photos can take beyond the model's own,
+whatever is uploaded.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint's annotations at runtime, and the
@@ -18,12 +20,10 @@ import functools
 import hmac
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 from fastapi import FastAPI, File, Query, Request, Response, UploadFile
@@ -36,6 +36,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from monkeysee import __version__
 from monkeysee.data.images import PhotoHeader, read_header
 from monkeysee.errors import ImageError
+from monkeysee.runtime import trim_malloc
+from monkeysee.serve.config import MB, ServeConfig
+from monkeysee.serve.limits import (
+    MemoryBudget,
+    UploadLimit,
+    UploadTimeout,
+    error_response,
+    photo_cost,
+)
 from monkeysee.serve.schemas import (
     Box,
     Cam,
@@ -56,14 +65,8 @@ log = logging.getLogger("monkeysee.serve")
 STATIC = Path(__file__).parent / "static"
 MULTIPART_SLACK = 16 * 1024
 """Bytes allowed beyond the photo itself for the multipart envelope (boundaries, part headers)."""
-SPOOL_BYTES = 1024 * 1024 + 64 * 1024
-"""Memory an arriving upload holds at most: Starlette keeps the first 1 MB of a file part in memory
-(the rest goes to a temporary file), plus the parser's chunk."""
-CONNECTION_BYTES = 64 * 1024
-"""Memory an open connection holds at most in received, unread body (uvicorn pauses reading beyond it)."""
 OPEN_PATHS = frozenset({"/", "/health", "/openapi.json"})
 """Paths answered without the access token (with `/static/...`): the page must load to ask for it."""
-MB = 1024 * 1024
 
 SECURITY_HEADERS = {
     "content-security-policy": (
@@ -74,54 +77,6 @@ SECURITY_HEADERS = {
     "referrer-policy": "no-referrer",
     "x-frame-options": "DENY",
 }
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """How to serve one trained run; `monkeysee serve` maps its options onto these fields."""
-
-    run_dir: Path
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_upload_mb: float = 10.0
-    top_k: int = 3
-    unknown_threshold: float | None = None
-    max_megapixels: float = 50.0
-    max_batch: int = 8
-    max_concurrent: int = 8  # photos being decoded or answered at once (each holds its upload's bytes)
-    max_decode_mb: float = 256.0  # memory one photo may take to decode (data.images.decode_bytes)
-    decode_budget_mb: float = 512.0  # memory all photos being decoded or answered may take together
-    max_uploads: int = 128  # request bodies in flight (arriving, waiting or answered); beyond: JSON 503
-    upload_timeout: float = 60.0  # seconds for a whole request body to arrive; else JSON 408
-    idle_timeout: float = 10.0  # seconds for request headers, and the longest gap in a body
-    max_connections: int = 512  # open connections; the request on one beyond gets a JSON 503
-    token: str | None = field(default=None, repr=False)  # required on every /api call when set
-    precision: str = "auto"
-    threads: int | None = None  # torch threads; the command sets them, the app does not
-
-    @property
-    def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * MB)
-
-    @property
-    def max_pixels(self) -> int:
-        return int(self.max_megapixels * 1_000_000)
-
-    @property
-    def max_decode_bytes(self) -> int:
-        return int(self.max_decode_mb * MB)
-
-    @property
-    def decode_budget_bytes(self) -> int:
-        return int(self.decode_budget_mb * MB)
-
-    @property
-    def memory_ceiling_bytes(self) -> int:
-        """The most memory photos can take at once beyond the model's own, whatever is uploaded: the
-        decode budget, the upload held by each photo being answered, the in-memory part of every upload
-        in flight and the unread body each connection may buffer."""
-        return (self.decode_budget_bytes + self.max_concurrent * self.max_upload_bytes
-                + self.max_uploads * SPOOL_BYTES + self.max_connections * CONNECTION_BYTES)
 
 
 def create_app(config: ServeConfig, service: PhotoService | None = None) -> FastAPI:
@@ -135,7 +90,7 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
     predictor = service.predictor
     manifest = predictor.run.manifest
     n_species = len(predictor.species)
-    budget = MemoryBudget(config.decode_budget_bytes)
+    budget = MemoryBudget(config.decode_budget_bytes, on_idle=trim_malloc)
     workers: list[anyio.Semaphore] = []  # made on first use, inside the event loop
 
     @asynccontextmanager
@@ -219,7 +174,7 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
                 raise PhotoRejected(413, "too_large", f"upload is larger than {config.max_upload_mb:g} MB",
                                     "send a smaller photo (a few megapixels is plenty)", name)
             header = await anyio.to_thread.run_sync(_header, data, name, config)
-            async with budget.reserve(header.decode_bytes):
+            async with budget.reserve(photo_cost(header)):
                 work = functools.partial(service.answer, data, name, top_k or config.top_k, cam, heatmap)
                 answer = await anyio.to_thread.run_sync(work)
         response.headers["server-timing"] = f"total;dur={(time.perf_counter() - start) * 1000:.1f}"
@@ -236,7 +191,7 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
     app.add_middleware(UploadLimit, max_body=config.max_upload_bytes + MULTIPART_SLACK,
                        fix=f"send a photo smaller than {config.max_upload_mb:g} MB",
                        max_uploads=config.max_uploads, timeout=config.upload_timeout,
-                       idle=config.idle_timeout)
+                       idle=config.idle_timeout, per_client=config.max_uploads_per_client)
     if config.token:
         app.add_middleware(TokenAuth, token=config.token)
     app.add_middleware(SecurityHeaders)
@@ -246,52 +201,17 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
 def _header(data: bytes, name: str, config: ServeConfig) -> PhotoHeader:
     """The photo's header checked against the server's limits, or the PhotoRejected saying why not."""
     try:
-        return read_header(data, name, config.max_pixels, config.max_decode_bytes)
+        header = read_header(data, name, config.max_pixels, config.max_decode_bytes)
     except ImageError as exc:
         raise rejection(exc) from None
-
-
-class MemoryBudget:
-    """Bytes of memory handed out to photos being decoded and answered. A photo waits, first come first
-    served, until its share is free, so the total never exceeds `total` whatever arrives."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.free = total
-        self.peak = 0  # most bytes handed out at once, for tests and benchmarks
-        self._waiting: deque[tuple[int, anyio.Event]] = deque()
-
-    @asynccontextmanager
-    async def reserve(self, nbytes: int) -> AsyncIterator[None]:
-        nbytes = min(nbytes, self.total)  # the per-photo limit keeps this a no-op; never wait for ever
-        if self._waiting or self.free < nbytes:
-            turn = (nbytes, anyio.Event())
-            self._waiting.append(turn)
-            try:
-                await turn[1].wait()
-            except BaseException:  # the client went away: give back the share, or the place in line
-                if turn in self._waiting:
-                    self._waiting.remove(turn)
-                else:
-                    self._release(nbytes)
-                raise
-        else:
-            self._take(nbytes)
-        try:
-            yield
-        finally:
-            self._release(nbytes)
-
-    def _take(self, nbytes: int) -> None:
-        self.free -= nbytes
-        self.peak = max(self.peak, self.total - self.free)
-
-    def _release(self, nbytes: int) -> None:
-        self.free += nbytes
-        while self._waiting and self._waiting[0][0] <= self.free:
-            size, event = self._waiting.popleft()
-            self._take(size)
-            event.set()
+    cost = photo_cost(header)
+    if cost > config.decode_budget_bytes:
+        raise PhotoRejected(413, "too_many_pixels",
+                            f"photo is {header.width}x{header.height} pixels; decoding and answering it "
+                            f"take about {cost / MB:,.0f} MB, more than the server's budget of "
+                            f"{config.decode_budget_mb:g} MB", "send a smaller photo (a few megapixels is "
+                            "plenty)", name)
+    return header
 
 
 def _name(photo: UploadFile) -> str:
@@ -322,13 +242,6 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "
                503: "busy"}
 FIX_MULTIPART = ("send the photo as multipart/form-data, the file in the field 'photo' "
                  "(e.g. curl -F photo=@monkey.jpg URL)")
-
-
-def error_response(status: int, code: str, detail: str, fix: str | None = None,
-                   errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
-                   ) -> JSONResponse:
-    body = ErrorResponse(error=code, detail=detail, fix=fix or None, errors=errors)
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -372,90 +285,6 @@ def _add_error_handlers(app: FastAPI) -> None:
 # --- middleware (plain ASGI: no per-request task or body buffering) ---------------------------------
 
 
-class UploadTooLarge(HTTPException):
-    """Raised while the body streams in, once it passes the limit (FastAPI re-raises HTTPExceptions)."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body is larger than the limit of {limit:,} bytes")
-
-
-class UploadTimeout(HTTPException):
-    """Raised while the body streams in, once it is late: answered 408, and the connection closed."""
-
-    def __init__(self, detail: str, fix: str) -> None:
-        super().__init__(408, detail, headers={"connection": "close"})
-        self.fix = fix
-
-
-class UploadLimit:
-    """Guard request bodies: refuse one over `max_body` bytes (at once when Content-Length says so, else
-    as it streams in, so it is never buffered or spooled); refuse a body when `max_uploads` are already
-    in flight (JSON 503; /health and other GETs never wait behind uploads); and cut off a body that has
-    not fully arrived `timeout` seconds after its headers, or pauses longer than `idle` (JSON 408)."""
-
-    def __init__(self, app: ASGIApp, max_body: int, fix: str = "send a smaller photo",
-                 max_uploads: int = 128, timeout: float = 60.0, idle: float = 10.0) -> None:
-        self.app = app
-        self.max_body = max_body
-        self.fix = fix
-        self.max_uploads = max_uploads
-        self.timeout = timeout
-        self.idle = idle
-        self.in_flight = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
-            return
-        declared = _content_length(scope)
-        if declared == -1:
-            await error_response(400, "bad_request", "Content-Length header is not a number",
-                                 "send a valid Content-Length")(scope, receive, send)
-            return
-        if declared is not None and declared > self.max_body:
-            detail = str(UploadTooLarge(self.max_body).detail)
-            await error_response(413, "too_large", detail, self.fix)(scope, receive, send)
-            return
-        if self.in_flight >= self.max_uploads:
-            log.warning("refused an upload: %d already in flight", self.in_flight)
-            await error_response(503, "busy", f"the server is receiving or answering {self.in_flight} "
-                                 "uploads already", "try again in a few seconds",
-                                 headers={"retry-after": "2", "connection": "close"})(scope, receive, send)
-            return
-        self.in_flight += 1
-        try:
-            await self.app(scope, self._guarded(receive), send)
-        finally:
-            self.in_flight -= 1
-
-    def _guarded(self, receive: Receive) -> Receive:
-        deadline = anyio.current_time() + self.timeout
-        received = 0
-        done = False
-
-        async def guarded() -> Message:
-            nonlocal received, done
-            if done:  # the body is in: later calls only wait for a disconnect
-                return await receive()
-            left = deadline - anyio.current_time()
-            with anyio.move_on_after(min(left, self.idle)):
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    done = not message.get("more_body", False)
-                    if received > self.max_body:
-                        raise UploadTooLarge(self.max_body)
-                return message
-            if anyio.current_time() >= deadline:
-                raise UploadTimeout(f"the upload did not arrive within {self.timeout:g} seconds "
-                                    f"({received:,} bytes came)",
-                                    "send the photo again over a faster connection, or a smaller photo")
-            raise UploadTimeout(f"the upload stalled: nothing arrived for {self.idle:g} seconds "
-                                f"({received:,} bytes came)", "send the photo again")
-
-        return guarded
-
-
 class TokenAuth:
     """Refuse every request but the page, its files and /health without `Authorization: Bearer <token>`
     (compared in constant time); runs before the upload guard, so strangers cannot even hold a slot."""
@@ -483,18 +312,6 @@ class TokenAuth:
         given = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), b"")
         scheme, _, credential = given.partition(b" ")
         return hmac.compare_digest(scheme.lower() + b" " + credential.strip(), self.expected)
-
-
-def _content_length(scope: Scope) -> int | None:
-    """The declared body size; None when absent, -1 when unreadable."""
-    for key, value in scope.get("headers", ()):
-        if key == b"content-length":
-            try:
-                n = int(value)
-            except ValueError:
-                return -1
-            return n if n >= 0 else -1
-    return None
 
 
 class SecurityHeaders:

@@ -297,34 +297,46 @@ class _BatchWorker:
             self._thread.join(timeout)
 
     def _loop(self) -> None:
-        stop = False
-        while not stop:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            batch = [item]
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
+        while True:
+            batch, stop = self._gather(self._queue.get())
             self._answer(batch)
+            if stop:
+                return
+
+    def _gather(self, first: object) -> tuple[list[tuple[_Job, Future]], bool]:
+        """`first` and whatever else is waiting, up to `max_batch`; and whether to stop after them."""
+        if first is _STOP:
+            return [], True
+        batch = [first]
+        while len(batch) < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True  # type: ignore[return-value]
+            batch.append(item)
+        return batch, False  # type: ignore[return-value]
 
     def _answer(self, batch: list[tuple[_Job, Future]]) -> None:
+        """Run `batch` and hand out its results. The decoded photos are let go of first (`batch` is
+        emptied): from its answer on, a photo is its request's to free, and one kept here until the next
+        batch would lie outside the server's memory budget."""
         live = [(job, fut) for job, fut in batch if fut.set_running_or_notify_cancel()]
-        if not live:
+        batch.clear()
+        jobs, futures = [job for job, _ in live], [fut for _, fut in live]
+        del live
+        if not jobs:
             return
         try:
-            outputs = self.run([job for job, _ in live])
+            outputs = self.run(jobs)
         except BaseException as exc:  # handed to the waiting requests, which report it as a server error
-            for _, fut in live:
+            jobs.clear()
+            for fut in futures:
                 fut.set_exception(exc)
             return
-        for (_, fut), out in zip(live, outputs, strict=True):
+        jobs.clear()
+        for fut, out in zip(futures, outputs, strict=True):
             if isinstance(out, BaseException):
                 fut.set_exception(out)
             else:
