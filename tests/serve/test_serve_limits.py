@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from monkeysee.data.images import read_header
 from monkeysee.serve import ServeConfig, create_app
+from monkeysee.serve.limits import photo_cost
 
 BOUNDARY = "monkeysee-slow"
 
@@ -197,16 +199,36 @@ def test_photos_under_the_limit_share_the_decode_budget(run_dir: Path, serve):
 
 
 def test_a_photo_costing_more_than_the_whole_budget_is_refused(run_dir: Path, serve, make_photo):
-    # 2000 x 1500 RGB JPEG: 12,000,000 bytes to decode (within max-decode-mb 16), as much again for the
-    # quality measures' RGB copy: 24,000,000 bytes, over a 20 MB budget.
+    # 2000 x 1500 RGB PNG: decoded at full size (23 MB, within max-decode-mb 24), then 12,000,000 bytes
+    # more for the quality measures' RGB copy: about 34 MB, over a 30 MB budget.
+    photo = make_photo(size=(2000, 1500), fmt="PNG")
+    app = create_app(ServeConfig(run_dir, max_decode_mb=24, decode_budget_mb=30))
+    with serve(app) as url:
+        r = httpx.post(f"{url}/api/predict", files={"photo": ("big.png", photo, "image/png")}, timeout=60)
+    assert r.status_code == 413 and r.json()["error"] == "too_many_pixels"
+    assert photo_cost(read_header(photo, preprocess=app.state.service.preprocess)) == 36_000_000
+    assert r.json()["detail"] == ("big.png: photo is 2000x1500 pixels; decoding and answering it take about "
+                                  "34 MB, more than the server's budget of 30 MB")
+    assert app.state.budget.peak == 0
+
+
+def test_a_jpeg_is_budgeted_at_the_size_it_decodes_to_and_answered_with_its_own_size(run_dir: Path, serve,
+                                                                                      make_photo):
+    # The same 2000 x 1500 as a JPEG is drafted in the decoder to the size the model needs: it fits.
     photo = make_photo(size=(2000, 1500))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown upright as portrait
+    turned = make_photo(size=(2000, 1500), exif=exif.tobytes())
     app = create_app(ServeConfig(run_dir, max_decode_mb=16, decode_budget_mb=20))
     with serve(app) as url:
-        r = httpx.post(f"{url}/api/predict", files={"photo": ("big.jpg", photo, "image/jpeg")}, timeout=60)
-    assert r.status_code == 413 and r.json()["error"] == "too_many_pixels"
-    assert r.json()["detail"] == ("big.jpg: photo is 2000x1500 pixels; decoding and answering it take about "
-                                  "23 MB, more than the server's budget of 20 MB")
-    assert app.state.budget.peak == 0
+        r, rt = (httpx.post(f"{url}/api/predict", params={"cam": "false"}, timeout=60,
+                            files={"photo": ("big.jpg", p, "image/jpeg")}) for p in (photo, turned))
+    assert r.status_code == 200 and rt.json()["photo"] == {"width": 1500, "height": 2000}
+    service = app.state.service
+    headers = [read_header(p, "big.jpg", preprocess=service.preprocess) for p in (photo, turned)]
+    assert all(h.scale > 1 for h in headers)
+    assert app.state.budget.peak == max(map(photo_cost, headers)) < 20 * 1024**2
+    assert r.json()["photo"] == {"width": 2000, "height": 1500}
 
 
 def test_memory_ceiling_adds_up_the_limits(run_dir: Path):

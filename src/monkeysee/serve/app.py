@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from monkeysee import __version__
 from monkeysee.data.images import PhotoHeader, read_header
+from monkeysee.data.preprocess import Preprocess
 from monkeysee.errors import ImageError
 from monkeysee.runtime import trim_malloc
 from monkeysee.serve.config import MB, ServeConfig
@@ -173,7 +174,7 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
             if len(data) > config.max_upload_bytes:
                 raise PhotoRejected(413, "too_large", f"upload is larger than {config.max_upload_mb:g} MB",
                                     "send a smaller photo (a few megapixels is plenty)", name)
-            header = await anyio.to_thread.run_sync(_header, data, name, config)
+            header = await anyio.to_thread.run_sync(_header, data, name, config, service.preprocess)
             async with budget.reserve(photo_cost(header)):
                 work = functools.partial(service.answer, data, name, top_k or config.top_k, cam, heatmap)
                 answer = await anyio.to_thread.run_sync(work)
@@ -198,10 +199,11 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
     return app
 
 
-def _header(data: bytes, name: str, config: ServeConfig) -> PhotoHeader:
-    """The photo's header checked against the server's limits, or the PhotoRejected saying why not."""
+def _header(data: bytes, name: str, config: ServeConfig, preprocess: Preprocess) -> PhotoHeader:
+    """The photo's header checked against the server's limits, or the PhotoRejected saying why not; its
+    costs are those of decoding it no larger than the model (`preprocess`) needs."""
     try:
-        header = read_header(data, name, config.max_pixels, config.max_decode_bytes)
+        header = read_header(data, name, config.max_pixels, config.max_decode_bytes, preprocess=preprocess)
     except ImageError as exc:
         raise rejection(exc) from None
     cost = photo_cost(header)

@@ -31,8 +31,10 @@ the whole photo to RGB (Pillow keeps 4 bytes per RGB pixel) before they scale it
 
 
 def photo_cost(header: PhotoHeader) -> int:
-    """Bytes decoding and answering the photo with this header take at most, at the size it decodes to."""
-    return header.decode_bytes + ANSWER_BYTES_PER_PIXEL * header.width * header.height
+    """Bytes decoding and answering the photo with this header take at most, at the size it decodes to
+    (the JPEG decoder's `scale` divides each side; other formats are reduced after decoding)."""
+    pixels = -(-header.width // header.scale) * -(-header.height // header.scale)
+    return header.decode_bytes + ANSWER_BYTES_PER_PIXEL * pixels
 
 
 class MemoryBudget:

@@ -24,16 +24,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from monkeysee.data.images import load_rgb_bytes
+from monkeysee.data.images import load_rgb_bytes, read_header
 from monkeysee.data.preprocess import Preprocess
 from monkeysee.data.transforms import denormalize
 from monkeysee.errors import ImageError, MonkeyseeError
 from monkeysee.explain import DEFAULT_METHOD, Explainer, render
 from monkeysee.models.unknown import UnknownDetector
 from monkeysee.predict import Prediction, Predictor
-
-MAX_ASPECT = 20.0
-"""Longest side over shortest side; beyond it the resize to the model's input would explode in memory."""
 
 HEAT_OPACITY = (0.15, 0.75)
 """Opacity of the heatmap layer where the map is 0 and where it is 1."""
@@ -60,6 +57,7 @@ _IMAGE_ERRORS: tuple[tuple[str, int, str], ...] = (
     ("image has too many pixels", 413, "too_many_pixels"),
     ("not enough memory", 413, "too_many_pixels"),
     ("truncated or corrupt", 422, "corrupt_image"),
+    ("image is too long and thin", 422, "bad_shape"),
 )
 
 
@@ -150,21 +148,18 @@ class PhotoService:
         self._worker.close()
 
     def read(self, data: bytes, name: str = "upload") -> Image.Image:
-        """Decode an upload by its content, or raise PhotoRejected saying why not."""
+        """Decode an upload by its content, no larger than the model needs, or raise PhotoRejected saying
+        why not (the same size and shape limits as every command)."""
         try:
-            image = load_rgb_bytes(data, name, self.max_pixels)
+            return load_rgb_bytes(data, name, self.max_pixels, preprocess=self.preprocess)
         except ImageError as exc:
             raise rejection(exc) from None
-        w, h = image.size
-        if max(w, h) > MAX_ASPECT * min(w, h):
-            raise PhotoRejected(422, "bad_shape", f"photo is {w}x{h} pixels, too long and thin to classify",
-                                f"crop it to a shape no longer than {MAX_ASPECT:g}:1", name)
-        return image
 
     def answer(self, data: bytes, name: str = "upload", top_k: int = 3, cam: bool = True,
                heatmap: bool = False) -> Answer:
         """Predict the species of one uploaded photo, with its Grad-CAM when `cam`."""
         image = self.read(data, name)
+        width, height = _photo_size(data, name, image, self.max_pixels)
         job = self._worker.submit(_Job(image, cam))
         quality = self.predictor.assess(image)  # in this request thread, while the model works
         out = job.result()
@@ -174,7 +169,7 @@ class PhotoService:
         if out.cam is not None:
             target = int(np.argmax(out.logits))
             images = self._draw(out, image.size, self.predictor.species[target].display_name, heatmap)
-        return Answer(prediction, image.width, image.height, images)
+        return Answer(prediction, width, height, images)
 
     # --- drawing (request threads) ------------------------------------------------------------------
 
@@ -222,6 +217,14 @@ class PhotoService:
             for i, j in enumerate(todo)
         )
         return [next(outputs) if r is _PENDING else r for r in results]
+
+
+def _photo_size(data: bytes, name: str, image: Image.Image, max_pixels: int) -> tuple[int, int]:
+    """The uploaded photo's own size, upright: `image` is decoded no larger than the model needs, so its
+    size is the file header's, turned a quarter where EXIF orientation turned the picture."""
+    header = read_header(data, name, max_pixels)
+    w, h = header.width, header.height
+    return (h, w) if (image.width - image.height) * (w - h) < 0 else (w, h)
 
 
 def crop_box(size: tuple[int, int], pre: Preprocess) -> tuple[float, float, float, float]:
