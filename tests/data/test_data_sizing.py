@@ -15,7 +15,7 @@ from PIL import Image
 
 from monkeysee.cli import main
 from monkeysee.data.dataset import decoded_batches
-from monkeysee.data.images import MAX_ASPECT, MAX_PIXELS, decode_bytes, load_rgb, load_rgb_bytes, read_header
+from monkeysee.data.images import decode_bytes, load_rgb, load_rgb_bytes, read_header
 from monkeysee.data.layout import scan_dataset
 from monkeysee.data.transforms import eval_transform
 from monkeysee.errors import ImageError
@@ -48,14 +48,6 @@ def _jpeg_bytes(im: Image.Image, orientation: int = 1, progressive: bool = False
 
 
 # --- shape limits: the same as the server's, in every command ---
-
-
-def test_limits_are_the_servers() -> None:
-    from monkeysee.serve import service
-    from monkeysee.serve.app import ServeConfig
-
-    served = (service.MAX_ASPECT, ServeConfig(Path("run")).max_pixels)
-    assert (MAX_ASPECT, MAX_PIXELS) == served == (20, 50_000_000)
 
 
 @pytest.mark.parametrize("size", [(8000, 1), (20000, 1), (1, 8000), (201, 10)])

@@ -214,16 +214,42 @@ def scan_dataset(
 
     skipped: list[Skipped] = []
     if verify:
-        all_files = [p for files in (*train_files.values(), *val_files.values()) for p in files]
-        bad = _unreadable(all_files, workers)
-        skipped = [Skipped(p, bad[p]) for p in all_files if p in bad]
-        train_files = {k: [p for p in v if p not in bad] for k, v in train_files.items()}
-        val_files = {k: [p for p in v if p not in bad] for k, v in val_files.items()}
-        if skipped:
-            warnings.append(
-                f"{len(skipped)} unreadable file(s) skipped; see the skipped list for each reason"
-            )
+        train_files, val_files, skipped = _drop_unreadable(train_files, val_files, workers, warnings)
+    _check_usable(labels, train_files, val_files, skipped, train_dir, val_dir, warnings)
+    splits = _split(labels, train_files, val_files if val_dir is not None else None, val_fraction,
+                    test_fraction, seed, warnings)
 
+    return DataIndex(
+        root=root,
+        species=species,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        skipped=skipped,
+        warnings=warnings,
+        val_source="carved" if val_dir is None else "folder",
+    )
+
+
+Files = dict[str, list[Path]]
+"""Photo paths by species label."""
+
+
+def _drop_unreadable(train_files: Files, val_files: Files, workers: int,
+                     warnings: list[str]) -> tuple[Files, Files, list[Skipped]]:
+    """Every file decoded once in `workers` threads: the readable ones, and the others with the reason."""
+    all_files = [p for files in (*train_files.values(), *val_files.values()) for p in files]
+    bad = _unreadable(all_files, workers)
+    skipped = [Skipped(p, bad[p]) for p in all_files if p in bad]
+    if skipped:
+        warnings.append(f"{len(skipped)} unreadable file(s) skipped; see the skipped list for each reason")
+    return ({k: [p for p in v if p not in bad] for k, v in train_files.items()},
+            {k: [p for p in v if p not in bad] for k, v in val_files.items()}, skipped)
+
+
+def _check_usable(labels: list[str], train_files: Files, val_files: Files, skipped: list[Skipped],
+                  train_dir: Path, val_dir: Path | None, warnings: list[str]) -> None:
+    """Refuse a species folder with no usable training photo; warn of an empty validation folder."""
     for label in labels:
         if not train_files[label]:
             n_bad = sum(1 for s in skipped if train_dir / label in s.path.parents)
@@ -238,27 +264,21 @@ def scan_dataset(
                 f"validation folder {val_dir / label} has no usable photos; that class is not validated"
             )
 
+
+def _split(labels: list[str], train_files: Files, val_files: Files | None, val_fraction: float,
+           test_fraction: float, seed: int, warnings: list[str]) -> dict[str, list[Sample]]:
+    """Each species' training photos carved into train, test and (without a validation folder) val."""
     fractions = {"test": test_fraction}
-    if val_dir is None:
+    if val_files is None:
         fractions["val"] = val_fraction
     splits: dict[str, list[Sample]] = {name: [] for name in SPLITS}
     for target, label in enumerate(labels):
         carved = _carve(sorted(train_files[label], key=str), fractions, f"{seed}:{label}", label, warnings)
         for name, paths in carved.items():
             splits[name].extend(Sample(p, target) for p in paths)
-        if val_dir is not None:
+        if val_files is not None:
             splits["val"].extend(Sample(p, target) for p in sorted(val_files[label], key=str))
-
-    return DataIndex(
-        root=root,
-        species=species,
-        train=splits["train"],
-        val=splits["val"],
-        test=splits["test"],
-        skipped=skipped,
-        warnings=warnings,
-        val_source="carved" if val_dir is None else "folder",
-    )
+    return splits
 
 
 def _check_fractions(val_fraction: float, test_fraction: float) -> None:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from monkeysee.data.images import MAX_PIXELS
+
 MB = 1024 * 1024
 SPOOL_BYTES = 1024 * 1024 + 64 * 1024
 """Memory an arriving upload holds at most: Starlette keeps the first 1 MB of a file part in memory
@@ -24,7 +26,7 @@ class ServeConfig:
     max_upload_mb: float = 10.0
     top_k: int = 3
     unknown_threshold: float | None = None
-    max_megapixels: float = 50.0
+    max_megapixels: float = MAX_PIXELS / 1_000_000  # every command's limit (data.images)
     max_batch: int = 8
     max_concurrent: int = 8  # photos being decoded or answered at once (each holds its upload's bytes)
     max_decode_mb: float = 256.0  # memory one photo may take to decode (data.images.decode_bytes)
