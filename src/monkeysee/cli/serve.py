@@ -83,25 +83,6 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     from monkeysee.errors import ConfigError
     from monkeysee.serve.config import ServeConfig
 
-    if not 1 <= args.port <= 65535:
-        raise ConfigError(f"--port {args.port} is not a port number", fix="pass a number from 1 to 65535")
-    if args.max_upload_mb <= 0 or args.max_megapixels <= 0:
-        raise ConfigError("--max-upload-mb and --max-megapixels must be positive",
-                          fix="e.g. --max-upload-mb 10")
-    if args.top_k < 1 or args.max_batch < 1 or (args.threads is not None and args.threads < 1):
-        raise ConfigError("--top-k, --max-batch and --threads must be at least 1", fix="e.g. --top-k 3")
-    counts = ("max_concurrent", "max_uploads", "max_uploads_per_client", "max_connections",
-              "max_connections_per_client")
-    if min(getattr(args, name) for name in counts) < 1:
-        raise ConfigError("--max-concurrent, --max-uploads, --max-uploads-per-client, --max-connections "
-                          "and --max-connections-per-client must be at least 1", fix="e.g. --max-uploads 128")
-    if min(args.upload_timeout, args.idle_timeout, args.max_decode_mb) <= 0:
-        raise ConfigError("--upload-timeout, --idle-timeout and --max-decode-mb must be positive",
-                          fix="e.g. --upload-timeout 60")
-    if args.decode_budget_mb < args.max_decode_mb:
-        raise ConfigError(f"--decode-budget-mb {args.decode_budget_mb:g} is smaller than --max-decode-mb "
-                          f"{args.max_decode_mb:g}, so the largest photo allowed could never be decoded",
-                          fix="raise --decode-budget-mb or lower --max-decode-mb")
     token = args.token or os.environ.get(TOKEN_ENV) or None
     if not is_loopback(args.host) and token is None and not args.no_auth:
         where = args.host or "all addresses"
@@ -109,7 +90,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
                           fix=f"set the {TOKEN_ENV} environment variable (or pass --token), or pass "
                               "--no-auth on a network you trust")
     values = option_values(args, ServeConfig)
-    return ServeConfig(**{**values, "token": token, "threads": args.threads or default_threads()})
+    threads = default_threads() if args.threads is None else args.threads
+    return ServeConfig(**{**values, "token": token, "threads": threads})
 
 
 def is_loopback(host: str) -> bool:

@@ -20,10 +20,10 @@ import functools
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 from fastapi import FastAPI, File, Query, Request, Response, UploadFile
@@ -37,6 +37,7 @@ from monkeysee import __version__
 from monkeysee.data.images import PhotoHeader, read_header
 from monkeysee.data.preprocess import Preprocess
 from monkeysee.errors import ImageError
+from monkeysee.predict import Predictor
 from monkeysee.runtime import trim_malloc
 from monkeysee.serve.config import MB, ServeConfig
 from monkeysee.serve.limits import (
@@ -80,14 +81,33 @@ SECURITY_HEADERS = {
 }
 
 
+PREDICT_DESCRIPTION = (
+    "Send one photo as the multipart/form-data field `photo`. The answer names the best guesses with their "
+    "probabilities, says whether the photo looks like none of the known species (`unknown`), and by default "
+    "shows where the model looked (a Grad-CAM PNG as a data URL).")
+
+
+PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Empty upload or malformed multipart body"},
+    401: {"model": ErrorResponse, "description": "Access token missing or wrong (when one is set)"},
+    408: {"model": ErrorResponse, "description": "The upload did not arrive in time"},
+    413: {"model": ErrorResponse,
+          "description": "Upload larger than the limit, or too many pixels or decoding memory"},
+    415: {"model": ErrorResponse,
+          "description": "Not an image, or not a photo format (recognised by content, not by name)"},
+    422: {"model": ErrorResponse,
+          "description": "Missing `photo` field, bad option, or a damaged or unusable image"},
+    503: {"model": ErrorResponse, "description": "Too many uploads or connections at once"},
+}
+"""The documented error answers of /api/predict, each with the JSON error body."""
+
+
 def create_app(config: ServeConfig, service: PhotoService | None = None) -> FastAPI:
     """The ASGI app for `config.run_dir` (loaded now, so a bad run fails before the server binds)."""
     service = service or PhotoService.from_run_dir(
         config.run_dir, max_pixels=config.max_pixels, max_batch=config.max_batch,
         unknown_threshold=config.unknown_threshold, precision=config.precision,
     )
-    if config.max_decode_bytes > config.decode_budget_bytes:
-        raise ValueError("max_decode_mb must not be larger than decode_budget_mb")
     predictor = service.predictor
     manifest = predictor.run.manifest
     n_species = len(predictor.species)
@@ -101,24 +121,12 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
         yield
         service.close()
 
-    app = FastAPI(
-        title="monkeysee",
-        version=__version__,
-        description="Which monkey species is in a photo, how sure the model is, whether the photo shows "
-        "none of the species it knows, and where it looked (Grad-CAM).",
-        docs_url=None,  # Swagger UI and ReDoc load from a CDN; the schema itself is at /openapi.json
-        redoc_url=None,
-        lifespan=lifespan,
-        redirect_slashes=False,  # its redirects are absolute URLs built from the client's Host header
-    )
+    app = _fastapi(lifespan)
     app.state.service = service
     app.state.config = config
     app.state.budget = budget
 
-    species_list = SpeciesList(species=[
-        SpeciesInfo(index=i, label=s.label, common_name=s.display_name, latin_name=s.display_latin)
-        for i, s in enumerate(predictor.species)
-    ])
+    species_list = _species_list(predictor)
 
     def detector_info() -> DetectorInfo | None:
         d = predictor.detector
@@ -141,21 +149,8 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
         response_model=PredictResponse,
         tags=["model"],
         summary="Name the monkey species in a photo",
-        description="Send one photo as the multipart/form-data field `photo`. The answer names the best "
-        "guesses with their probabilities, says whether the photo looks like none of the known species "
-        "(`unknown`), and by default shows where the model looked (a Grad-CAM PNG as a data URL).",
-        responses={
-            400: {"model": ErrorResponse, "description": "Empty upload or malformed multipart body"},
-            401: {"model": ErrorResponse, "description": "Access token missing or wrong (when one is set)"},
-            408: {"model": ErrorResponse, "description": "The upload did not arrive in time"},
-            413: {"model": ErrorResponse,
-                  "description": "Upload larger than the limit, or too many pixels or decoding memory"},
-            415: {"model": ErrorResponse,
-                  "description": "Not an image, or not a photo format (recognised by content, not by name)"},
-            422: {"model": ErrorResponse,
-                  "description": "Missing `photo` field, bad option, or a damaged or unusable image"},
-            503: {"model": ErrorResponse, "description": "Too many uploads or connections at once"},
-        },
+        description=PREDICT_DESCRIPTION,
+        responses=PREDICT_ERRORS,
     )
     async def predict(
         response: Response,
@@ -182,12 +177,42 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
         response.headers["cache-control"] = "no-store"
         return _response(answer, detector_info())
 
+    _add_page(app)
+    _add_error_handlers(app)
+    _add_middleware(app, config)
+    return app
+
+
+def _fastapi(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]) -> FastAPI:
+    return FastAPI(
+        title="monkeysee",
+        version=__version__,
+        description="Which monkey species is in a photo, how sure the model is, whether the photo shows "
+        "none of the species it knows, and where it looked (Grad-CAM).",
+        docs_url=None,  # Swagger UI and ReDoc load from a CDN; the schema itself is at /openapi.json
+        redoc_url=None,
+        lifespan=lifespan,
+        redirect_slashes=False,  # its redirects are absolute URLs built from the client's Host header
+    )
+
+
+def _species_list(predictor: Predictor) -> SpeciesList:
+    return SpeciesList(species=[
+        SpeciesInfo(index=i, label=s.label, common_name=s.display_name, latin_name=s.display_latin)
+        for i, s in enumerate(predictor.species)
+    ])
+
+
+def _add_page(app: FastAPI) -> None:
+    """The web page: index.html at /, its script and style under /static."""
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    _add_error_handlers(app)
+
+
+def _add_middleware(app: FastAPI, config: ServeConfig) -> None:
     # The last added runs first: headers on every answer, then the token, then the upload limits.
     app.add_middleware(UploadLimit, max_body=config.max_upload_bytes + MULTIPART_SLACK,
                        fix=f"send a photo smaller than {config.max_upload_mb:g} MB",
@@ -196,7 +221,6 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
     if config.token:
         app.add_middleware(TokenAuth, token=config.token)
     app.add_middleware(SecurityHeaders)
-    return app
 
 
 def _header(data: bytes, name: str, config: ServeConfig, preprocess: Preprocess) -> PhotoHeader:

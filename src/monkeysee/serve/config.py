@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from monkeysee.data.images import MAX_PIXELS
+from monkeysee.errors import ConfigError
 
 MB = 1024 * 1024
 SPOOL_BYTES = 1024 * 1024 + 64 * 1024
@@ -41,6 +42,26 @@ class ServeConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     threads: int | None = None  # torch threads; the command sets them, the app does not
 
+    def __post_init__(self) -> None:
+        """Every limit checked here, once, whether the command or code built the config."""
+        counts = ("top_k", "max_batch", "max_concurrent", "max_uploads", "max_uploads_per_client",
+                  "max_connections", "max_connections_per_client")
+        positive = ("max_upload_mb", "max_megapixels", "max_decode_mb", "upload_timeout", "idle_timeout")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"--port {self.port} is not a port number", fix="pass a number from 1 to 65535")
+        for name in (*counts, *(("threads",) if self.threads is not None else ())):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{_flag(name)} must be at least 1, not {getattr(self, name)}",
+                                  fix=f"e.g. {_flag(name)} {getattr(ServeConfig, name, 1) or 1}")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{_flag(name)} must be positive, not {getattr(self, name)}",
+                                  fix=f"e.g. {_flag(name)} {getattr(ServeConfig, name)}")
+        if self.decode_budget_mb < self.max_decode_mb:
+            raise ConfigError(f"--decode-budget-mb {self.decode_budget_mb:g} is smaller than --max-decode-mb "
+                              f"{self.max_decode_mb:g}, so the largest photo allowed could never be decoded",
+                              fix="raise --decode-budget-mb or lower --max-decode-mb")
+
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * MB)
@@ -64,3 +85,7 @@ class ServeConfig:
         in flight and the unread body each connection may buffer."""
         return (self.decode_budget_bytes + self.max_concurrent * self.max_upload_bytes
                 + self.max_uploads * SPOOL_BYTES + self.max_connections * CONNECTION_BYTES)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
