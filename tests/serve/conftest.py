@@ -4,6 +4,7 @@ made in memory, and a real uvicorn server on a free loopback port."""
 from __future__ import annotations
 
 import io
+import json
 import socket
 import threading
 import time
@@ -136,3 +137,14 @@ def make_photo():
 def serve():
     """`with serve(app) as url:` runs `app` on a free loopback port for the block."""
     return live_server
+
+
+def read_reply(s: socket.socket) -> tuple[int, dict[str, str], dict]:
+    """Status, headers and JSON body of the one response on `s`, read until the server closes."""
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, json.loads(body)

@@ -4,7 +4,6 @@ loopback port), with small limits so that each test takes a few seconds."""
 from __future__ import annotations
 
 import io
-import json
 import socket
 import threading
 import time
@@ -20,6 +19,7 @@ from PIL import Image
 from monkeysee.data.images import read_header
 from monkeysee.serve import ServeConfig, create_app
 from monkeysee.serve.limits import photo_cost
+from tests.serve.conftest import read_reply
 
 BOUNDARY = "monkeysee-slow"
 
@@ -38,17 +38,6 @@ def _slow_upload(url: str, length: int = 50_000) -> socket.socket:
             "Content-Type: image/jpeg\r\n\r\n")
     s.sendall(head.encode())
     return s
-
-
-def _reply(s: socket.socket) -> tuple[int, dict[str, str], dict]:
-    """Status, headers and JSON body of the one response on `s`, read until the server closes."""
-    data = b""
-    while chunk := s.recv(65536):
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
-    return int(lines[0].split()[1]), headers, json.loads(body)
 
 
 def _assert_json_error(status: int, body: dict, expected_status: int, code: str) -> None:
@@ -71,7 +60,7 @@ def test_slow_uploads_are_cut_off_with_json_408_and_do_not_starve_others(run_dir
                 assert r.status_code == 200, r.text  # 2 upload slots are left for normal clients
                 time.sleep(0.2)
         for s in slow:
-            status, headers, body = _reply(s)
+            status, headers, body = read_reply(s)
             _assert_json_error(status, body, 408, "timeout")
             assert "within 2 seconds" in body["detail"] and headers["connection"] == "close"
         assert time.monotonic() - start < 4  # cut off at the deadline, not whenever they stop
@@ -81,7 +70,7 @@ def test_a_stalled_upload_is_cut_off_after_the_idle_limit(run_dir: Path, serve):
     config = ServeConfig(run_dir, upload_timeout=30, idle_timeout=1.0)
     with serve(create_app(config)) as url, _slow_upload(url) as s:
         start = time.monotonic()
-        status, _, body = _reply(s)
+        status, _, body = read_reply(s)
         _assert_json_error(status, body, 408, "timeout")
         assert "stalled" in body["detail"] and time.monotonic() - start < 3
 
@@ -103,7 +92,7 @@ def test_trickled_headers_get_a_json_408(run_dir: Path, serve):
         for piece in (b"GET /hea", b"lth HTTP/1.1\r\n", b"Host: x\r\n"):  # never the blank line
             s.sendall(piece)
             time.sleep(0.2)
-        status, _, body = _reply(s)
+        status, _, body = read_reply(s)
         _assert_json_error(status, body, 408, "timeout")
         assert time.monotonic() - start < 3
 

@@ -5,7 +5,6 @@ the connections of the one before): Linux routes all of 127.0.0.0/8 to the loopb
 
 from __future__ import annotations
 
-import json
 import socket
 from contextlib import ExitStack
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from monkeysee.serve import ServeConfig, create_app
 from monkeysee.serve.protocol import FIX_HTTP
+from tests.serve.conftest import read_reply
 
 OTHER = "127.0.0.2"
 BOUNDARY = "monkeysee-held"
@@ -27,17 +27,6 @@ def _connect(url: str, source: str = "127.0.0.1") -> socket.socket:
     s.bind((source, 0))
     s.connect((host, int(port)))
     return s
-
-
-def _reply(s: socket.socket) -> tuple[int, dict[str, str], dict]:
-    """Status, headers and JSON body of the one response on `s`, read until the server closes."""
-    data = b""
-    while chunk := s.recv(65536):
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
-    return int(lines[0].split()[1]), headers, json.loads(body)
 
 
 def _client(source: str) -> httpx.Client:
@@ -67,7 +56,7 @@ def test_one_address_trickling_headers_cannot_take_the_connections_others_need(t
         for s in held:
             s.sendall(b"GET /hea")  # headers that never end
         extra = stack.enter_context(_connect(tight_url, OTHER))
-        status, headers, body = _reply(extra)
+        status, headers, body = read_reply(extra)
         assert (status, headers["content-type"], headers["retry-after"], headers["connection"]) == (
             503, "application/json", "2", "close")
         assert body == {"error": "busy",
@@ -102,7 +91,7 @@ def test_one_address_cannot_take_the_upload_slots_others_need(tight_url, make_ph
 def test_requests_the_http_parser_rejects_get_the_json_error(server_url, raw):
     with _connect(server_url) as s:
         s.sendall(raw)
-        status, headers, body = _reply(s)
+        status, headers, body = read_reply(s)
     assert (status, headers["content-type"], headers["connection"]) == (400, "application/json", "close")
     assert body == {"error": "bad_request",
                     "detail": "the request is not valid HTTP/1.1 (bad request line, header or framing)",

@@ -147,9 +147,7 @@ class DataIndex:
             return cls(
                 root=root,
                 species=species,
-                train=splits["train"],
-                val=splits["val"],
-                test=splits["test"],
+                **splits,
                 skipped=skipped,
                 warnings=[str(w) for w in d.get("warnings", [])],
                 val_source=str(d["val_source"]),
@@ -222,9 +220,7 @@ def scan_dataset(
     return DataIndex(
         root=root,
         species=species,
-        train=splits["train"],
-        val=splits["val"],
-        test=splits["test"],
+        **splits,
         skipped=skipped,
         warnings=warnings,
         val_source="carved" if val_dir is None else "folder",
