@@ -236,7 +236,7 @@ def test_iter_photos_reports_a_link_back_to_a_folder_above(tmp_path: Path) -> No
     _assert_error(tmp_path / "loop", "symbolic link loop", "folder above")
 
 
-# --- only photo formats reach a decoder (item 8) ---
+# --- only photo formats reach a decoder ---
 
 
 EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%EndComments\n"
@@ -280,7 +280,7 @@ def test_photo_formats_are_read(tmp_path: Path, fmt: str) -> None:
     assert load_rgb(p).size == (16, 12)
 
 
-# --- memory: a decoded-bytes budget, not just a pixel count (item 7) ---
+# --- memory: a decoded-bytes budget, not just a pixel count ---
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -358,7 +358,7 @@ def test_rgb_photo_is_not_copied_when_nothing_changes(
     assert load_rgb(p).mode == "RGB" and copies == []
 
 
-# --- what a folder walk meets besides photos (item 12) ---
+# --- what a folder walk meets besides photos ---
 
 
 def _load_in_thread(path: Path) -> BaseException | None:
