@@ -69,7 +69,7 @@ def test_figures_render(tmp_path):
     act = np.random.default_rng(0).random((10, 4, 4)).astype(np.float32)
     act[7] += 5
     grid = channel_grid(act, "body.stage3", n=4)
-    assert "body.stage3" in grid._suptitle.get_text() and "10×4×4" in grid._suptitle.get_text()
+    assert "body.stage3" in grid.get_suptitle() and "10×4×4" in grid.get_suptitle()
     assert grid.axes[0].get_title().startswith("#7")
     assert most_active_channels(act, 3)[0] == 7 and len(most_active_channels(act, 99)) == 10
     over = activation_overview(image, {"body.stem": act, "body.head": act[:3]})
