@@ -3,16 +3,18 @@ after a kill and a clean stop on SIGTERM, and the one-cycle schedule."""
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from monkeysee.data.layout import scan_dataset
@@ -22,10 +24,11 @@ from tests.conftest import tiny_config
 
 
 def test_run_folder_has_everything_downstream_needs(tiny_run: Path, synthetic_data: Path):
-    for name in ["config.json", "splits.json", "data_summary.json", "history.csv", "history.json",
-                 "curves.png", "manifest.json", "model.safetensors", "unknown.safetensors"]:
-        assert (tiny_run / name).is_file(), name
     manifest = json.loads((tiny_run / "manifest.json").read_text())
+    for name in ["model.safetensors", "unknown.safetensors"]:  # the bytes the manifest pins
+        data = (tiny_run / name).read_bytes()
+        assert manifest["files"][name] == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert json.loads((tiny_run / "config.json").read_text()) == manifest["config"]
     assert [s["common_name"] for s in manifest["species"]] == ["red_monkey", "green_monkey", "blue_monkey"]
     assert manifest["species"][0]["latin_name"] == "rubra_simia"
     assert manifest["backbone"] == "efficientnet_lite0"
@@ -38,6 +41,11 @@ def test_run_folder_has_everything_downstream_needs(tiny_run: Path, synthetic_da
     assert manifest["unknown"]["name"] == "energy"
     history = json.loads((tiny_run / "history.json").read_text())
     assert [r["phase"] for r in history] == ["head"] * 4 + ["finetune"] * 2
+    as_text = [{k: "" if v is None else str(v) for k, v in r.items()} for r in history]
+    with (tiny_run / "history.csv").open(newline="") as f:
+        assert list(csv.DictReader(f)) == as_text  # the same table, for a spreadsheet
+    with Image.open(tiny_run / "curves.png") as curves:
+        assert curves.format == "PNG"
     splits = json.loads((tiny_run / "splits.json").read_text())["splits"]
     assert sum(len(v) for v in splits["test"].values()) == 6  # 20% of 10 photos x 3 species
 
@@ -68,6 +76,24 @@ def _cli_args(cfg_path: Path) -> list[str]:
     return ["--config", str(cfg_path), "--no-evaluate"]
 
 
+def _start_training(cfg_path: Path, stderr: int) -> subprocess.Popen[str]:
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}  # each epoch's line reaches the pipe as it is printed
+    return subprocess.Popen(_train_cmd(*_cli_args(cfg_path)), stdout=subprocess.PIPE, stderr=stderr,
+                            text=True, env=env)
+
+
+def _read_until_epoch(proc: subprocess.Popen[str], phase: str, epoch: int) -> None:
+    """Block on the training's output until it prints the line of `epoch`: an epoch's line is printed
+    before that epoch is saved, after the one before it was."""
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        if line.startswith(f"{phase} {epoch:>2}/"):
+            return
+        seen.append(line)
+    raise AssertionError(f"training ended before epoch {epoch}: {''.join(seen)}")
+
+
 def test_resume_after_kill_finishes_with_the_uninterrupted_result(synthetic_data: Path, tmp_path: Path):
     """SIGKILL (as in a power cut) mid-training; --resume must end with bit-identical weights."""
     changes = dict(head_epochs=40, finetune_epochs=3, patience=100)
@@ -77,16 +103,11 @@ def test_resume_after_kill_finishes_with_the_uninterrupted_result(synthetic_data
     killed = tmp_path / "killed"
     cfg_path = tmp_path / "cfg.json"
     cfg_path.write_text(json.dumps(tiny_config(synthetic_data, killed, **changes).to_dict()))
-    proc = subprocess.Popen(_train_cmd(*_cli_args(cfg_path)), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    state = RunDir(killed).state
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if (state.read_progress() or {}).get("epoch", 0) >= 3:
-            break
-        time.sleep(0.02)
+    proc = _start_training(cfg_path, stderr=subprocess.DEVNULL)
+    _read_until_epoch(proc, "head", 4)  # epoch 3 is on disk, epoch 4 may be half written
     proc.kill()
-    proc.wait()
+    proc.communicate()
+    state = RunDir(killed).state
     assert not (killed / "manifest.json").exists(), "the kill came too late to test anything"
     done = state.read_progress()
     assert done is not None and done["phase"] == "head" and 3 <= done["epoch"] < 40
@@ -106,13 +127,10 @@ def test_sigterm_stops_cleanly_and_says_how_to_resume(synthetic_data: Path, tmp_
     cfg_path = tmp_path / "cfg.json"
     cfg = tiny_config(synthetic_data, out, head_epochs=400, patience=1000)
     cfg_path.write_text(json.dumps(cfg.to_dict()))
-    proc = subprocess.Popen(_train_cmd(*_cli_args(cfg_path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    state = RunDir(out).state
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and state.read_progress() is None:
-        time.sleep(0.02)
+    proc = _start_training(cfg_path, stderr=subprocess.PIPE)
+    _read_until_epoch(proc, "head", 2)  # epoch 1 is on disk
     os.kill(proc.pid, signal.SIGTERM)
+    state = RunDir(out).state
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert f"monkeysee train --resume {out}" in err
