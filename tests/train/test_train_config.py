@@ -87,7 +87,9 @@ def test_unknown_config_key_is_rejected(tmp_path: Path, capsys):
     cfg = tmp_path / "bad.json"
     cfg.write_text(json.dumps({"head_epoch": 3}))
     assert main(["train", "--config", str(cfg)]) == 2
-    assert "head_epoch" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("monkeysee train: error: unknown setting(s) head_epoch. Fix: use: ")
+    assert "head_epochs" in err.split("Fix:")[1]  # the setting meant is among those offered
 
 
 
