@@ -101,11 +101,26 @@ def test_missing_run_folder_is_a_clear_error(tmp_path, capsys):
 
 
 def test_demo_without_data_names_the_cat(tmp_path, capsys):
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    from monkeysee.explain import Explainer
+    from monkeysee.models import create_model, get_backbone
+
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     chelsea = next(line for line in out.splitlines() if line.strip().startswith("chelsea"))
     assert "cat" in chelsea.split(",")[0]
-    assert (tmp_path / "chelsea.gradcam.png").is_file()
+    assert f"heatmap: {tmp_path / 'chelsea.gradcam.png'}" in out
+    spec = get_backbone("efficientnet_lite0")
+    explainer = Explainer(create_model(spec.name, pretrained=True).eval(), spec.preprocess,
+                          layer=spec.explain_layer)
+    cat = Image.fromarray(np.asarray(skimage.data.chelsea())).convert("RGB")
+    expected = explainer.explain([cat], methods=("gradcam",))["gradcam"].overlays()[0]
+    drawn = np.asarray(Image.open(tmp_path / "chelsea.gradcam.png").convert("RGB"))
+    assert drawn.shape == expected.shape  # the explain API's Grad-CAM of the cat, to a rounding step
+    assert np.abs(drawn.astype(int) - expected.astype(int)).max() <= 1
     assert "monkeysee demo --data" in out
 
 

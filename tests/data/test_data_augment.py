@@ -35,7 +35,7 @@ def _photo(size: tuple[int, int] = (48, 40)) -> Image.Image:
     return im
 
 
-ORIGINAL_OPS = ("identity", "hflip", "rotate", "affine", "blur", "color", "crop", "grayscale")
+RECORDED_OPS = ("identity", "hflip", "rotate", "affine", "blur", "color", "crop", "grayscale")
 
 
 def _registry_copy() -> Registry[Builder]:
@@ -52,7 +52,8 @@ def test_defaults_are_registered_and_degrade_a_good_share_of_views() -> None:
     assert "identity" in ops  # some views stay clean
     degrading = [op for op in ops if op in CORRUPTIONS]
     assert 0.4 <= len(degrading) / len(ops) <= 0.6  # one-of-N: about half the views are degraded
-    # The issue's five failures are trained for: blur, JPEG, noise, darkness, low resolution.
+    # The five degradations of keepers' phone photos are trained for: blur, JPEG, noise, darkness,
+    # low resolution.
     assert {"gaussian_blur", "jpeg", "gaussian_noise", "low_light", "low_resolution"} <= set(degrading)
 
 
@@ -60,13 +61,6 @@ def test_output_shape_and_dtype() -> None:
     torch.manual_seed(0)
     x = train_transform(PRE, AugmentConfig())(_photo())
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
-
-
-@pytest.mark.parametrize("op", AUGMENTATIONS.names())
-def test_each_op_keeps_an_rgb_image_of_input_size(op: str) -> None:
-    torch.manual_seed(0)
-    out = build_ops(PRE, AugmentConfig(ops=(op,)))[op](_photo((32, 32)))
-    assert out.size == (32, 32) and out.mode == "RGB"
 
 
 def _texture(size: tuple[int, int] = (32, 32)) -> Image.Image:
@@ -196,10 +190,10 @@ def test_degradation_ops_follow_torch_seed_and_apply_their_corruption() -> None:
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_old_config_without_severity_still_loads() -> None:
-    old = {"ops": list(ORIGINAL_OPS), "base_scale": [0.6, 1.0], "rotate_degrees": 20.0}
-    cfg = AugmentConfig.from_dict(old)
-    assert cfg.ops == ORIGINAL_OPS  # an old run keeps its own ops, not the new defaults
+def test_a_recorded_config_without_severity_loads_with_its_own_ops() -> None:
+    recorded = {"ops": list(RECORDED_OPS), "base_scale": [0.6, 1.0], "rotate_degrees": 20.0}
+    cfg = AugmentConfig.from_dict(recorded)
+    assert cfg.ops == RECORDED_OPS  # a recorded run keeps its own ops, not the defaults
     assert cfg.corrupt_severity == (1.0, 4.0)
     assert AugmentConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="corrupt_severity"):

@@ -51,7 +51,7 @@ def test_every_kind_gets_worse_with_severity(name: str) -> None:
     assert change[0] < change[1] < change[2]
 
 
-def test_issue_settings_are_severity_3_of_their_kinds() -> None:
+def test_the_reference_settings_are_severity_3_of_their_kinds() -> None:
     params = {p.label: CORRUPTIONS[p.kind].parameter(p.severity) for p in ISSUE_POINTS}
     assert params == {
         "Gaussian blur radius 3 px": 3.0,

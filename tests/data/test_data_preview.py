@@ -12,10 +12,11 @@ from PIL import Image
 from monkeysee.cli import main
 from monkeysee.data.augment import AugmentConfig
 from monkeysee.data.images import load_rgb
-from monkeysee.data.layout import Sample
+from monkeysee.data.layout import Sample, scan_dataset
 from monkeysee.data.preview import augmentation_grid
 from monkeysee.data.transforms import denormalize, eval_transform
 from monkeysee.errors import DataError
+from monkeysee.models import get_backbone
 from monkeysee.models.registry import Preprocess
 
 PRE = Preprocess(input_size=32)
@@ -94,9 +95,13 @@ def test_cli_writes_a_png(make_dataset, tmp_path: Path, capsys: pytest.CaptureFi
     ]
     assert main(argv) == 0
     assert capsys.readouterr().out.strip() == str(out)
+    index = scan_dataset(root, val_fraction=0.0, test_fraction=0.0, verify=False)
+    expected = augmentation_grid(index.train, get_backbone("efficientnet_lite0").preprocess,
+                                 AugmentConfig(ops=("hflip", "grayscale")), 2, 2, 0, species=index.species)
     with Image.open(out) as im:
         assert im.format == "PNG"
         assert im.size == (3 * 228 + 4, 2 * 248 + 4)  # efficientnet_lite0 feeds 224 px
+        assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(expected))  # the options reached it
 
 
 def test_cli_reports_bad_ops_and_data(

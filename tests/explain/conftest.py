@@ -11,6 +11,15 @@ from torch import nn
 from monkeysee.models import Classifier
 
 
+def hook_count(model: nn.Module) -> int:
+    """Forward, forward-pre and backward hooks registered on any module of `model`. torch lists a module's
+    hooks only in its private dicts (there is no public way to ask), so this is the one place that reads
+    them: explaining must leave none behind."""
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()
+    )
+
+
 def _identity_conv(channels: int) -> nn.Conv2d:
     conv = nn.Conv2d(channels, channels, 1, bias=False)
     with torch.no_grad():

@@ -206,4 +206,9 @@ def test_activations_of_a_plain_imagenet_backbone(photo_dir, tmp_path, capsys):
     assert rc == 0
     summary = json.loads((tmp_path / "n1_1__activations.json").read_text())
     assert summary["model"] == "ImageNet efficientnet_lite0" and summary["layers"][0]["shape"] == [24, 56, 56]
-    assert (tmp_path / "n1_1__overview.png").is_file()
+    assert len(summary["layers"][0]["top_channels"]) == 2  # --channels 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "n1_1__activations.json",
+        "n1_1__body.stage2.png",
+        "n1_1__overview.png",
+    ]

@@ -10,12 +10,7 @@ from torch import nn
 from monkeysee.errors import ConfigError, MonkeyseeError
 from monkeysee.explain import METHODS, ExplainError, explain, layer_activations
 from monkeysee.explain.methods import Probe, method_names
-
-
-def _hooks(model: nn.Module) -> int:
-    return sum(
-        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()
-    )
+from tests.explain.conftest import hook_count
 
 
 def _snapshot(model: nn.Module):
@@ -24,7 +19,7 @@ def _snapshot(model: nn.Module):
         "requires_grad": [p.requires_grad for p in model.parameters()],
         "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
         "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "hooks": _hooks(model),
+        "hooks": hook_count(model),
     }
 
 
@@ -90,7 +85,7 @@ def test_hooks_are_removed_when_the_forward_pass_raises(cnn, photos):
         explain(cnn, photos, methods=("gradcam", "eigencam"))
     with pytest.raises(RuntimeError, match="boom"):
         layer_activations(cnn, photos)
-    assert _hooks(cnn) == 0
+    assert hook_count(cnn) == 0
     assert all(m.training for m in cnn.modules())
     assert torch.is_grad_enabled()
 
@@ -105,7 +100,7 @@ def test_hooks_and_modes_are_restored_when_a_method_raises(cnn, photos, monkeypa
     cnn.train()
     with pytest.raises(RuntimeError, match="chunk failed"):
         explain(cnn, photos, methods=(method,))
-    assert _hooks(cnn) == 0 and all(m.training for m in cnn.modules())
+    assert hook_count(cnn) == 0 and all(m.training for m in cnn.modules())
 
 
 def test_frozen_models_are_explainable_without_touching_requires_grad(cnn, photos):
@@ -190,7 +185,7 @@ def test_layer_that_does_not_reach_the_output_is_a_clear_error(cnn, photos):
     cnn.unused = nn.Conv2d(3, 3, 1)
     with pytest.raises(ExplainError, match="did not run"):
         explain(cnn, photos, "unused")
-    assert _hooks(cnn) == 0
+    assert hook_count(cnn) == 0
 
 
 def test_out_of_range_target_is_a_clear_error(cnn, photos):
@@ -215,7 +210,7 @@ def test_layer_followed_by_an_in_place_op_is_explained_as_it_outputs(cnn, photos
     in_place = explain(cnn, photos, "body.stage2.0", methods)
     for name in methods:
         np.testing.assert_allclose(in_place[name].raw, reference[name].raw, rtol=1e-5, atol=1e-6)
-    assert _hooks(cnn) == 0
+    assert hook_count(cnn) == 0
 
 
 def test_images_must_match_the_photos(cnn, photos):

@@ -26,6 +26,7 @@ from monkeysee.models import create_model, get_backbone
 from monkeysee.models.forward import forward_pass
 from monkeysee.models.hooks import resolve_layer
 from monkeysee.runtime import bf16_supported
+from tests.explain.conftest import hook_count
 
 needs_bf16 = pytest.mark.skipif(
     not bf16_supported(), reason="this CPU has no native bf16 (AVX512-BF16 / AMX); autocast would be emulated"
@@ -115,10 +116,6 @@ def _state(model: nn.Module):
     )
 
 
-def _hooks(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
-
-
 @needs_bf16
 def test_bf16_leaves_the_model_and_the_autocast_state_as_found(cnn, photos):
     cnn.train()
@@ -129,7 +126,7 @@ def test_bf16_leaves_the_model_and_the_autocast_state_as_found(cnn, photos):
     assert after_modes == modes
     assert after_params == params and all(dtype == torch.float32 for dtype, _, _ in after_params)
     assert not torch.is_autocast_enabled("cpu") and torch.is_grad_enabled()
-    assert _hooks(cnn) == 0
+    assert hook_count(cnn) == 0
 
 
 @needs_bf16
@@ -143,7 +140,7 @@ def test_autocast_is_off_again_when_a_bf16_pass_raises(cnn, photos):
         with pytest.raises(RuntimeError, match="boom"):
             explain(cnn, photos, methods=method, precision="bf16")
         assert not torch.is_autocast_enabled("cpu") and torch.is_grad_enabled()
-        assert _hooks(cnn) == 0
+        assert hook_count(cnn) == 0
 
 
 def test_fp32_is_bit_identical_to_the_default_call(cnn, photos):

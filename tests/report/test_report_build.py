@@ -233,11 +233,14 @@ def test_cli_writes_the_report_and_reports_bad_input(report_run, tmp_path, capsy
             "1",
         ]
     )
-    assert code == 0 and out.is_file()
-    assert str(out) in capsys.readouterr().out
+    assert code == 0 and str(out) in capsys.readouterr().out
+    page = parse(out)  # the options reached the report: no faithfulness photos, one gallery photo a species
+    assert "Skipped" in page.text("faithfulness")
+    assert len(page.images["gallery"]) == 3
     assert main(["report", str(report_run), "--ood", str(tmp_path / "missing")]) == 2
     assert "unknown-photo folder not found" in capsys.readouterr().err
     assert main(["report", str(report_run), "--gallery-per-species", "-1"]) == 2
+    assert "gallery-per-species must be 0 or more, not -1" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2  # not a run folder
     assert "not a finished monkeysee run" in capsys.readouterr().err
 

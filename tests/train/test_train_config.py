@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from monkeysee.cli import main
+from monkeysee.cli import build_parser, main
+from monkeysee.cli.train import resolve_config
 from monkeysee.config import TrainConfig, read_config_file, resumed
 from monkeysee.errors import ConfigError
+from monkeysee.train.trainer import Trainer
+from tests.conftest import private_copy, tiny_config
 
 
 @pytest.mark.parametrize(
@@ -67,3 +70,40 @@ def test_resuming_applies_the_new_device_before_checking_it():
     assert resumed(recorded, {"device": "cpu", "workers": 1, "head_epochs": None}).device == "cpu"
     with pytest.raises(ConfigError, match=r"--head-epochs 4 \(recorded: 3\)"):
         resumed(recorded, {"device": "cpu", "head_epochs": 4})
+
+
+def test_config_file_values_are_used_and_flags_override_them(synthetic_data: Path, tmp_path: Path):
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(tiny_config(synthetic_data, tmp_path / "x", head_epochs=2,
+                                               finetune_epochs=0).to_dict()))
+    out = tmp_path / "flags"
+    assert main(["train", "--config", str(cfg_path), "--out", str(out), "--seed", "7", "--no-evaluate"]) == 0
+    written = json.loads((out / "config.json").read_text())
+    assert written["seed"] == 7 and written["head_epochs"] == 2 and written["out"] == str(out)
+    assert [r["phase"] for r in json.loads((out / "history.json").read_text())] == ["head", "head"]
+
+
+def test_unknown_config_key_is_rejected(tmp_path: Path, capsys):
+    cfg = tmp_path / "bad.json"
+    cfg.write_text(json.dumps({"head_epoch": 3}))
+    assert main(["train", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("monkeysee train: error: unknown setting(s) head_epoch. Fix: use: ")
+    assert "head_epochs" in err.split("Fix:")[1]  # the setting meant is among those offered
+
+
+
+def test_a_recorded_run_without_class_weights_resumes_and_grows_with_none(tiny_run, tmp_path) -> None:
+    """A recorded config or manifest without `class_weights` was trained with plain cross-entropy, so
+    resuming or growing that run uses "none"; a config file without the key gets the default."""
+    old = private_copy(tiny_run, tmp_path / "old")
+    for name in ("config.json", "manifest.json"):  # a recorded run without the key
+        d = json.loads((old / name).read_text())
+        (d["config"] if name == "manifest.json" else d).pop("class_weights")
+        (old / name).write_text(json.dumps(d))
+    assert Trainer.resume(old).cfg.class_weights == "none"
+    args = build_parser().parse_args(["train", "--from", str(old), "--out", str(tmp_path / "grown")])
+    assert resolve_config(args).class_weights == "none"
+    recorded = json.loads((old / "config.json").read_text())
+    assert TrainConfig.from_dict(recorded).class_weights == "inverse_sqrt"  # a config file: the default
+

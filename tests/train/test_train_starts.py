@@ -4,7 +4,10 @@ command."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -134,3 +137,44 @@ def test_a_run_folder_that_is_a_file_is_refused_and_left_alone(synthetic_data, t
     assert main(["train", "--data", str(synthetic_data), "--out", str(out), *TINY]) == 2
     assert "names an existing file" in capsys.readouterr().err
     assert out.read_text() == "mine"
+
+
+def test_training_on_a_file_name_that_is_not_utf8_and_a_full_disk_then_resume(synthetic_data, tmp_path,
+                                                                             monkeypatch, capsys):
+    import monkeysee.io
+
+    data = Path(shutil.copytree(synthetic_data, tmp_path / "data"))
+    n0 = data / "training" / "n0"
+    shutil.copy(next(n0.iterdir()), n0 / os.fsdecode(b"caf\xe9.jpg"))  # Latin-1 name from another system
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(out), "--views", "1", "--head-epochs", "3",
+            "--finetune-epochs", "1", "--workers", "0", "--unknown-detector", "energy", "--no-evaluate"]
+    real_fsync, calls = monkeysee.io.os.fsync, []
+
+    def full_after_a_while(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) > 8:  # splits, summary and the first epochs are on disk; then the disk fills
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(monkeysee.io.os, "fsync", full_after_a_while)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "disk full" in err and "free space and rerun the same command" in err and "Traceback" not in err
+    monkeypatch.setattr(monkeysee.io.os, "fsync", real_fsync)
+    assert not out.exists()  # the disk filled before the first epoch was saved: the start left nothing
+    assert main(args) == 0  # the same command, as the error says
+    index = RunDir(out).read_splits()
+    every = {s.path for s in index.train + index.val + index.test}
+    assert n0 / os.fsdecode(b"caf\xe9.jpg") in every  # the odd name is a photo like any other
+    assert RunDir(out).is_finished()
+
+
+
+def test_missing_data_folder_is_a_clear_error(tmp_path: Path, capsys):
+    missing = tmp_path / "no-such-folder"
+    assert main(["train", "--data", str(missing), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"monkeysee train: error: {missing}: data folder not found. "
+                   "Fix: check the path passed as the data folder\n")
+

@@ -166,26 +166,3 @@ def test_bad_precision_is_refused(command, small_run, photo, tmp_path, capsys, n
 def test_bad_predict_options_are_refused_before_any_photo(flags, mentions, small_run, photo, capsys,
                                                           no_prediction):
     refused(["predict", str(small_run), str(photo), *flags], capsys, *mentions)
-
-
-def test_a_run_recorded_before_class_weights_resumes_and_grows_without_them(tiny_run, tmp_path) -> None:
-    """Runs trained before --class-weights existed used plain cross-entropy: their recorded config,
-    which lacks the key, must resume and grow with "none", not today's default."""
-    import json
-
-    from monkeysee.cli import build_parser
-    from monkeysee.cli.train import resolve_config
-    from monkeysee.config import TrainConfig
-    from monkeysee.train.trainer import Trainer
-    from tests.conftest import private_copy
-
-    old = private_copy(tiny_run, tmp_path / "old")
-    for name in ("config.json", "manifest.json"):  # as an older version wrote them
-        d = json.loads((old / name).read_text())
-        (d["config"] if name == "manifest.json" else d).pop("class_weights")
-        (old / name).write_text(json.dumps(d))
-    assert Trainer.resume(old).cfg.class_weights == "none"
-    args = build_parser().parse_args(["train", "--from", str(old), "--out", str(tmp_path / "grown")])
-    assert resolve_config(args).class_weights == "none"
-    recorded = json.loads((old / "config.json").read_text())
-    assert TrainConfig.from_dict(recorded).class_weights == "inverse_sqrt"  # a config file: the default

@@ -178,7 +178,7 @@ from pathlib import Path
 from monkeysee.data.layout import Sample
 from monkeysee.train.store import FeatureStore
 from tests.train.conftest import Counting, make_key, tiny_body
-from tests.train.test_store import encode
+from tests.train.test_train_store import encode
 
 class SigKill(Counting):
     def forward(self, x):
