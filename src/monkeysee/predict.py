@@ -288,7 +288,7 @@ class Predictor:
         self,
         paths: Iterable[str | Path],
         top_k: int = 3,
-        batch_size: int = 32,
+        batch_size: int = 16,
         workers: int = 2,
         heatmaps: Heatmapper | None = None,
     ) -> Iterator[Prediction]:

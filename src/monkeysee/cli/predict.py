@@ -32,6 +32,10 @@ if TYPE_CHECKING:
     from monkeysee.predict import Prediction, Predictor
 
 
+BATCH_SIZE = 16
+"""Photos per forward pass: on 2 CPU cores batch 16 predicted 79.6 photos/s against 71.6 at batch 32 (the
+same 276 photos, interleaved), and it keeps predict on 100 phone photos within 1.5 GB."""
+
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `monkeysee train`")
     p.add_argument("photos", metavar="PHOTO", nargs="+", help="photos and/or folders (walked recursively)")
@@ -42,7 +46,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                      help="write rows to FILE; an existing FILE of ours is resumed (error rows tried again)")
     p.add_argument("--cams", metavar="DIR", help="also write a Grad-CAM overlay per photo into DIR")
     p.add_argument("--unknown-threshold", type=float, help="override the calibrated unknown threshold")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                   help=f"photos per pass (default: {BATCH_SIZE})")
     p.add_argument("--tta", metavar="VIEW,...", type=_views, default=[],
                    help="test-time augmentation: also look at these comma-separated views and average "
                         "(hflip, zoom); costs one more pass per view; not with --cams")
