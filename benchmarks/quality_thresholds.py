@@ -1,7 +1,7 @@
 """Where should the photo-quality thresholds sit? Measured on clean monkey photos and corrupted copies.
 
 For every measure of `monkeysee.data.quality` this prints its distribution on the clean photos and on
-each corruption at the strengths where the classifier stops being trustworthy (the issue's settings,
+each corruption at the strengths where the classifier stops being trustworthy (the reference degradations,
 severity 3, and stronger), the threshold `quality.py` uses, the clean-photo quantile that would flag
 0.3% of clean photos (the suggestion the constants were rounded from), and finally, per corruption, the
 share of photos the whole verdict flags. Not a test: it reads the real data and takes a minute or two.

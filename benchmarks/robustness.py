@@ -24,7 +24,7 @@ from PIL import Image
 
 from monkeysee.config import TrainConfig
 from monkeysee.data.augment import DEFAULT_OPS, GEOMETRY_AND_COLOUR_OPS, AugmentConfig
-from monkeysee.data.corrupt import CORRUPTIONS, ISSUE_POINTS
+from monkeysee.data.corrupt import CORRUPTIONS, REFERENCE_POINTS
 from monkeysee.data.images import iter_photos, load_rgb
 from monkeysee.evaluate.metrics import expected_calibration_error
 from monkeysee.predict import Predictor
@@ -54,9 +54,9 @@ def rows(run: Path, ood: Path | None, severities: list[float], quality: bool,
     targets = np.array([s.target for s in test])
     rng = np.random.default_rng(0)
     settings = [("clean", None, 0.0)]
-    settings += [(f"{p.label}", p.kind, p.severity) for p in ISSUE_POINTS]
+    settings += [(f"{p.label}", p.kind, p.severity) for p in REFERENCE_POINTS]
     settings += [(f"{kind} s{sev:g}", kind, sev) for kind in CORRUPTIONS.names() for sev in severities
-                 if not any(p.kind == kind and p.severity == sev for p in ISSUE_POINTS)]
+                 if not any(p.kind == kind and p.severity == sev for p in REFERENCE_POINTS)]
     out = []
     for label, kind, severity in settings:
         images = photos if kind is None else [CORRUPTIONS.get(kind)(im, severity, rng) for im in photos]
@@ -128,10 +128,10 @@ def main() -> None:
         print(f"{name}: held-out ECE {e:.1%}; training {seconds:.0f} s (nan = reused); predicting the "
               f"table {eval_s:.0f} s ({eval_s / base_eval:.2f}x the default's)")
     for name, (table, *_) in results.items():
-        issue = [r for r in table if any(r[0] == p.label for p in ISSUE_POINTS)]
-        print(f"{name}: mean accuracy over the issue's corruptions {np.mean([r[1] for r in issue]):.1%}, "
-              f"lowest {min(r[1] for r in issue):.1%}; 'not one of my species' on them at most "
-              f"{max(r[2] for r in issue):.1%}; clean accuracy {table[0][1]:.1%}, kept {1 - table[0][2]:.1%}")
+        ref = [r for r in table if any(r[0] == p.label for p in REFERENCE_POINTS)]
+        print(f"{name}: mean accuracy over the reference corruptions {np.mean([r[1] for r in ref]):.1%}, "
+              f"lowest {min(r[1] for r in ref):.1%}; 'not one of my species' on them at most "
+              f"{max(r[2] for r in ref):.1%}; clean accuracy {table[0][1]:.1%}, kept {1 - table[0][2]:.1%}")
 
 
 if __name__ == "__main__":

@@ -241,7 +241,7 @@ def _encode(im: Image.Image, fmt: str, **options: object) -> bytes:
 
 
 def worst_photos(max_decode_mb: float) -> list[tuple[str, bytes]]:
-    """Photos that cost just under the per-photo decoding limit, one per expensive path, and the issue's
+    """Photos that cost just under the per-photo decoding limit, one per expensive path, and the
     16-bit 7000x7000 PNG (over it)."""
     from monkeysee.data.images import decode_bytes
 
@@ -259,7 +259,7 @@ def worst_photos(max_decode_mb: float) -> list[tuple[str, bytes]]:
         (f"16-bit grey PNG {s16}x{s16}", _encode(Image.new("I;16", (s16, s16)), "PNG")),
         (f"RGBA PNG {srgba}x{srgba}", _encode(Image.new("RGBA", (srgba, srgba), (9, 9, 9, 128)), "PNG")),
         (f"progressive rotated JPEG {sjpg}x{sjpg}", _encode(noise, "JPEG", progressive=True, exif=exif)),
-        ("16-bit grey PNG 7000x7000 (the issue's)", _encode(Image.new("I;16", (7000, 7000)), "PNG")),
+        ("16-bit grey PNG 7000x7000 (374 MB to decode)", _encode(Image.new("I;16", (7000, 7000)), "PNG")),
     ]
 
 

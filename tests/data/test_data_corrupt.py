@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from monkeysee.data.corrupt import CORRUPTIONS, ISSUE_POINTS, corrupt
+from monkeysee.data.corrupt import CORRUPTIONS, REFERENCE_POINTS, corrupt
 from monkeysee.errors import ConfigError
 
 
@@ -52,7 +52,7 @@ def test_every_kind_gets_worse_with_severity(name: str) -> None:
 
 
 def test_the_reference_settings_are_severity_3_of_their_kinds() -> None:
-    params = {p.label: CORRUPTIONS[p.kind].parameter(p.severity) for p in ISSUE_POINTS}
+    params = {p.label: CORRUPTIONS[p.kind].parameter(p.severity) for p in REFERENCE_POINTS}
     assert params == {
         "Gaussian blur radius 3 px": 3.0,
         "JPEG quality 10": 10.0,

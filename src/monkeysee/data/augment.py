@@ -65,7 +65,8 @@ class AugmentConfig:
     saturation: float = 0.3
     hue: float = 0.05
     zoom_scale: tuple[float, float] = (0.35, 0.8)  # area kept by the extra 'crop' operation
-    # Severity range (of 1..5) for the degradation ops, drawn uniformly per photo; 3 is the setting.
+    # Severity range (of 1..5) for the degradation ops, drawn uniformly per photo; 3 is the reference
+    # degradation (data.corrupt.REFERENCE_POINTS).
     corrupt_severity: tuple[float, float] = (1.0, 4.0)
 
     def __post_init__(self) -> None:

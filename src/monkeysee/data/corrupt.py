@@ -6,8 +6,9 @@ the kind's `levels` (its physical parameter: blur radius in px, JPEG quality, no
 fractional severity interpolates between neighbouring levels, which is how training draws strengths.
 All randomness comes from the numpy Generator passed in, so a seed gives the same picture.
 
-Severity 3 of the five kinds the user's issue measured is exactly that issue's setting; `ISSUE_POINTS`
-names them so a benchmark can reproduce its table.
+Severity 3 of five kinds is the reference degradation of a keeper's phone photo (blur radius 3 px, JPEG
+quality 10, noise sigma 25, darkened x0.3, a 64 px short side); `REFERENCE_POINTS` names them so a
+benchmark reports accuracy on each.
 """
 
 from __future__ import annotations
@@ -78,14 +79,14 @@ def corrupt(image: Image.Image, name: str, severity: float, rng: np.random.Gener
 
 @dataclass(frozen=True)
 class ReferencePoint:
-    """A setting the user's issue measured, as a (kind, severity) pair of this suite."""
+    """A reference degradation of a keeper's photo, as a (kind, severity) pair of this suite."""
 
     label: str
     kind: str
     severity: int
 
 
-ISSUE_POINTS = (
+REFERENCE_POINTS = (
     ReferencePoint("Gaussian blur radius 3 px", "gaussian_blur", 3),
     ReferencePoint("JPEG quality 10", "jpeg", 3),
     ReferencePoint("noise sigma 25", "gaussian_noise", 3),
@@ -172,7 +173,7 @@ def _sensor_noise(image: Image.Image, full_well: float, rng: np.random.Generator
 
 @corruption("dark", levels=(0.7, 0.5, 0.3, 0.2, 0.12), unit="brightness factor")
 def _dark(image: Image.Image, factor: float, rng: np.random.Generator) -> Image.Image:
-    """Every value scaled by this factor: the issue's plain darkening, no noise."""
+    """Every value scaled by this factor: a plain darkening, no noise."""
     return _to_image(_to_float(image) * factor)
 
 

@@ -7,7 +7,7 @@ say "this photo is too dark; take it again with more light" instead of a confide
 
 The thresholds are measured, not guessed: `benchmarks/quality_thresholds.py` computes every measure on
 the 1,097 clean monkey photos and on their corrupted versions at the strengths where the classifier
-stops being trustworthy (the issue's settings and stronger), and each threshold below is set so that
+stops being trustworthy (the reference degradations and stronger), and each threshold below is set so that
 clean photos almost never trip it (all problems together flag <= 2% of clean photos). The numbers it
 printed when they were chosen are quoted next to each constant.
 """
@@ -27,7 +27,7 @@ PROBLEMS = ("too small", "blurred", "noisy", "compressed", "too dark", "overexpo
 # --- thresholds (see the module docstring for how they were chosen) --------------------------------------
 MIN_SHORT_SIDE = 112  # px; below half the model's 224 input the photo is upscaled more than 2x
 # Each: the clean-photo quantile that flags 0.3% of the 1,097 clean photos (p0.3 or p99.7), rounded outwards,
-# and the median of the corruption it is meant to catch at the issue's strength (severity 3). Together they
+# and the median of the corruption it is meant to catch at the reference strength (severity 3). Together they
 # flag 0.6% of clean photos (7 of 1,097); per corruption see the benchmark's last table.
 MIN_SHARPNESS = 0.50  # clean p0.3 0.53, median 0.73; blur r3 0.19, 64 px 0.36, motion 13 px 0.43
 # Noise and blockiness were then checked on other clean photos: 400 of the butterflies (JPEG quality 85,
