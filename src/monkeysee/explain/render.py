@@ -11,12 +11,15 @@ import math
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 from PIL import Image
 
 from monkeysee.errors import ConfigError
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn: predicting never needs it
+    from matplotlib.figure import Figure
 
 DEFAULT_CMAP = "inferno"
 
@@ -100,6 +103,8 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
 def side_by_side(image_rgb_uint8: np.ndarray, overlays: Mapping[str, np.ndarray], title: str = "") -> Figure:
     """The photo, then one overlay per method, each under its name, in one row."""
     panels = [("photo", image_rgb_uint8), *overlays.items()]
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(2.6 * len(panels), 3.0))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, picture) in zip(axes, panels, strict=True):
@@ -132,6 +137,8 @@ def channel_grid(activation: np.ndarray, layer: str, n: int = 16, cmap: str = "v
     channels = most_active_channels(activation, n)
     cols = max(1, math.ceil(math.sqrt(len(channels))))
     rows = max(1, math.ceil(len(channels) / cols))
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(1.9 * cols, 2.0 * rows + 0.5))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes:
@@ -151,6 +158,8 @@ def activation_overview(
 ) -> Figure:
     """The photo, then each layer's mean activation over channels, titled with layer name and shape."""
     panels: Sequence[tuple[str, np.ndarray]] = list(activations.items())
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(2.6 * (len(panels) + 1), 3.0))
     axes = fig.subplots(1, len(panels) + 1, squeeze=False)[0]
     axes[0].imshow(image_rgb_uint8)

@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from scipy.optimize import minimize_scalar
 
 from monkeysee.errors import CheckpointError, ConfigError
 from monkeysee.models.unknown import DETECTORS, Detector, calibrate_threshold, get_detector
@@ -78,6 +77,8 @@ def fit_temperature(
         raise ValueError(f"need logits (N, C) and targets (N,) with N > 0, got {z.shape} and {y.shape}")
     if y.min() < 0 or y.max() >= z.shape[1]:
         raise ValueError(f"targets must lie in [0, {z.shape[1]}), got [{y.min()}, {y.max()}]")
+    from scipy.optimize import minimize_scalar  # training alone fits; predicting only applies T
+
     result = minimize_scalar(lambda log_t: nll(z, y, math.exp(log_t)), method="bounded",
                              bounds=(math.log(bounds[0]), math.log(bounds[1])), options={"xatol": tol})
     return Calibration(math.exp(float(result.x)))
