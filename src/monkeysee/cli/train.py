@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from monkeysee import distributed
     from monkeysee.evaluate.runner import evaluate_run
     from monkeysee.rundir import RunDir
+    from monkeysee.runtime import trim_malloc
     from monkeysee.train.trainer import Trainer
 
     if args.resume:
@@ -140,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.no_evaluate and trainer.cfg.test_fraction > 0:
         if RunDir(run_dir).read_splits(trainer.cfg.data).test:
+            gc.collect()  # training's tensors are garbage now: give their memory back before evaluating
+            trim_malloc()
             evaluate_run(run_dir, split="test", log=tqdm.write)
         else:
             print("no held-out test photos (no species has a photo to spare), so the run is not evaluated; "

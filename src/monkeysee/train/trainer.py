@@ -121,8 +121,7 @@ class Trainer:
         loop = self._loop(validated=len(splits["val"]) > 0, log=log)
         with stop_on_sigterm():
             if "head" not in self.progress.done_phases:
-                feats = {n: pooler.views(splits[n]) for n in ("train", "val")}
-                loop.run(self._resumed(HeadPhase(cfg, model, feats, splits, self.device)))
+                self._train_head(loop, model, pooler, splits)
             if "finetune" not in self.progress.done_phases and cfg.finetune_epochs > 0:
                 if self.progress.phase == "head":  # phase 2 starts from the best head of phase 1
                     distributed.barrier()  # rank 0 has written it
@@ -131,6 +130,13 @@ class Trainer:
         distributed.barrier()  # rank 0 has written the best weights
         model.load_state_dict(self.state.best_weights())
         return self._finish(model, pooler, splits, index, taxonomy, log)
+
+    def _train_head(self, loop: Loop, model: Classifier, pooler: Pooler,
+                    splits: dict[str, StoreSplit]) -> None:
+        """Phase 1 on the pooled features of every view, which are as large as the training set's views
+        and are let go when the phase ends (the rest of the run never needs them again)."""
+        feats = {n: pooler.views(splits[n]) for n in ("train", "val")}
+        loop.run(self._resumed(HeadPhase(self.cfg, model, feats, splits, self.device)))
 
     # --- data ---------------------------------------------------------------------------------
 
