@@ -154,7 +154,7 @@ def test_evaluate_writes_the_faithfulness_table(run_dir, photo_dir, tmp_path, ca
     )
     assert rc == 0
     out = capsys.readouterr().out
-    assert "most faithful for this model:" in out and "evaluating on 2 photos" in out
+    assert "most faithful for this model:" in out and "evaluated on 2 photos" in out
     record = json.loads((tmp_path / "out" / "faithfulness.json").read_text())
     assert [m["method"] for m in record["methods"]] == ["gradcam", "eigencam"]
     assert record["most_faithful"] in {"gradcam", "eigencam"} and len(record["photos"]) == 2

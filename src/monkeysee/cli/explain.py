@@ -158,47 +158,22 @@ def _title(method: str) -> str:
 
 
 def _evaluate(args: argparse.Namespace, loaded: LoadedRun) -> int:
-    import torch
-
-    from monkeysee.data.images import load_rgb
-    from monkeysee.errors import ConfigError, ImageError
+    from monkeysee.errors import ConfigError
     from monkeysee.explain import Explainer
-    from monkeysee.explain.faithfulness import evaluate_faithfulness
+    from monkeysee.explain.faithfulness import faithfulness_on_photos
     from monkeysee.explain.photos import candidate_photos
 
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, not {args.n}", fix="pass e.g. --n 16")
     explainer = Explainer.from_run(loaded, layer=args.layer, precision=args.precision)
     candidates, source = candidate_photos(args.run_dir, args.data)
-    chosen: list[Path]
-    tensors: list[torch.Tensor]
-    chosen, tensors = [], []
-    for path in candidates:
-        if len(chosen) == args.n:
-            break
-        try:
-            tensors.append(explainer.prepare([load_rgb(path, preprocess=explainer.preprocess)])[0])
-        except ImageError as exc:
-            print(f"skipping {exc.message}", file=sys.stderr)
-            continue
-        chosen.append(path)
+    report, chosen = faithfulness_on_photos(
+        explainer, candidates, args.n, args.methods or "all", steps=args.steps, batch_size=args.batch_size,
+        chunk_size=args.chunk_size, precision=explainer.precision,
+        skipped=lambda exc: print(f"skipping {exc.message}", file=sys.stderr))
     if not chosen:
         raise ConfigError(f"no readable photos in {source}", fix="pass --data DIR with photos")
-    print(f"evaluating on {len(chosen)} photos from {source}")
-    x = torch.cat(tensors)
-    pre = loaded.manifest.preprocess
-    report = evaluate_faithfulness(
-        loaded.model,
-        x,
-        explainer.layer,
-        args.methods or "all",
-        mean=pre.mean,
-        std=pre.std,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        chunk_size=args.chunk_size,
-        precision=explainer.precision,
-    )
+    print(f"evaluated on {len(chosen)} photos from {source}")
     print(report.table())
     path = report.save(args.out, {"photos": [str(p) for p in chosen], "source": source})
     print(f"wrote {path}")

@@ -21,7 +21,7 @@ import copy
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,7 @@ import torchvision.transforms.v2.functional as TF
 from torch import nn
 from tqdm.auto import tqdm
 
+from monkeysee.errors import ImageError
 from monkeysee.explain.engine import explain
 from monkeysee.explain.methods import channels_last, resolve_methods
 from monkeysee.models.hooks import evaluating, resolve_layer
@@ -373,13 +374,13 @@ def _mean(values: list[float]) -> float:
 
 
 def faithfulness_on_photos(
-    explainer: Explainer, paths: Sequence[Path], n: int, methods: Sequence[str], *, steps: int = 16,
-    batch_size: int = 8, seed: int = 0,
+    explainer: Explainer, paths: Iterable[Path], n: int, methods: str | Sequence[str] = "all", *,
+    steps: int = 16, batch_size: int = 8, chunk_size: int = 32, seed: int = 0, precision: str = "fp32",
+    skipped: Callable[[ImageError], None] | None = None,
 ) -> tuple[FaithfulnessReport, list[Path]]:
     """`evaluate_faithfulness` of `explainer`'s model on the first `n` readable photos of `paths`, and
-    those photos; unreadable ones are passed over."""
+    those photos; unreadable ones are passed over (and handed to `skipped`)."""
     from monkeysee.data.images import load_rgb
-    from monkeysee.errors import ImageError
 
     chosen: list[Path] = []
     tensors: list[torch.Tensor] = []
@@ -388,12 +389,15 @@ def faithfulness_on_photos(
             break
         try:
             tensors.append(explainer.prepare([load_rgb(path, preprocess=explainer.preprocess)])[0])
-        except ImageError:
+        except ImageError as exc:
+            if skipped is not None:
+                skipped(exc)
             continue
         chosen.append(path)
     if not chosen:
         return FaithfulnessReport(str(explainer.layer), steps, ()), []
     pre = explainer.preprocess
-    report = evaluate_faithfulness(explainer.model, torch.cat(tensors), explainer.layer, list(methods),
-                                   mean=pre.mean, std=pre.std, steps=steps, batch_size=batch_size, seed=seed)
+    report = evaluate_faithfulness(explainer.model, torch.cat(tensors), explainer.layer, methods,
+                                   mean=pre.mean, std=pre.std, steps=steps, batch_size=batch_size,
+                                   chunk_size=chunk_size, seed=seed, precision=precision)
     return report, chosen
