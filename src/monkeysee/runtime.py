@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import random
 from contextlib import AbstractContextManager, nullcontext
@@ -45,6 +46,7 @@ MALLOC_PROFILES: dict[str, MallocProfile] = {
 }
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
     try:
         return ctypes.CDLL("libc.so.6")
@@ -60,10 +62,10 @@ def tune_malloc(profile: str = "training") -> bool:
 
         Image.core.set_block_size(chosen.pillow_block_bytes)
     libc = _libc()
-    try:
-        return libc is not None and all(libc.mallopt(k, v) == 1 for k, v in chosen.mallopt)
-    except AttributeError:
+    if libc is None or not hasattr(libc, "mallopt"):
         return False
+    applied = [libc.mallopt(k, v) == 1 for k, v in chosen.mallopt]  # every setting, even after a refusal
+    return all(applied)
 
 
 def trim_malloc() -> bool:

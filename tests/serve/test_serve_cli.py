@@ -54,7 +54,8 @@ def test_defaults_are_loopback_and_the_documented_limits(run_dir):
     assert config.threads == max(1, len(os.sched_getaffinity(0)) - 1)
 
 
-def test_every_field_of_serve_config_is_an_option_with_its_default(run_dir):
+def test_every_field_of_serve_config_is_an_option_with_its_default(run_dir, monkeypatch):
+    monkeypatch.delenv(serve_cli.TOKEN_ENV, raising=False)  # a token in the environment is not a default
     args = build_parser().parse_args(["serve", str(run_dir)])
     assert {f.name for f in fields(ServeConfig)} <= set(vars(args))
     assert serve_cli.config_from_args(args) == ServeConfig(run_dir, threads=serve_cli.default_threads())

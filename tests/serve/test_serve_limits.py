@@ -163,11 +163,12 @@ def test_eight_tiny_16_bit_7000px_pngs_at_once_stay_small(run_dir: Path, serve):
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads resident memory from /proc")
 def test_photos_under_the_limit_share_the_decode_budget(run_dir: Path, serve):
-    # Each costs 2700 x 2700 x 12 bytes: 2 stored, 2 for a rotation its EXIF may ask for, 4 for the RGB
-    # result, 4 for the RGB copy the quality measures make. The budget lets two at a time in; six are sent.
+    # Each costs 2700 x 2700 x 8 bytes to decode (2 stored, 2 for a rotation its EXIF may ask for, 4 for
+    # the RGB result) and 4 bytes per pixel of the 73 x 73 photo it is returned as, for the RGB copy the
+    # quality measures make. The budget lets two at a time in; six are sent.
     photo = _grey16_png((2700, 2700))
-    cost = 2700 * 2700 * 12
-    config = ServeConfig(run_dir, max_decode_mb=64, decode_budget_mb=192)
+    cost = 2700 * 2700 * 8 + 4 * 73 * 73
+    config = ServeConfig(run_dir, max_decode_mb=64, decode_budget_mb=128)
     app = create_app(config)
     with serve(app) as url:
         def send(_: int) -> httpx.Response:
@@ -178,22 +179,23 @@ def test_photos_under_the_limit_share_the_decode_budget(run_dir: Path, serve):
             answers = list(pool.map(send, range(6)))
     assert [r.status_code for r in answers] == [200] * 6, answers[0].text
     budget = app.state.budget
-    assert budget.peak in (cost, 2 * cost) and budget.free == budget.total == 192 * 1024**2
+    assert photo_cost(read_header(photo, preprocess=app.state.service.preprocess)) == cost
+    assert budget.peak == 2 * cost and budget.free == budget.total == 128 * 1024**2
     ceiling = config.memory_ceiling_bytes / 1024**2
     assert rss.rise_mb < ceiling, f"server memory rose by {rss.rise_mb:.0f} MB, ceiling {ceiling:.0f} MB"
 
 
 def test_a_photo_costing_more_than_the_whole_budget_is_refused(run_dir: Path, serve, make_photo):
-    # 2000 x 1500 RGB PNG: decoded at full size (23 MB, within max-decode-mb 24), then 12,000,000 bytes
-    # more for the quality measures' RGB copy: about 34 MB, over a 30 MB budget.
+    # 2000 x 1500 RGB PNG: 24,000,000 bytes to decode at full size (within max-decode-mb 22.9), then 4 bytes
+    # per pixel of the 97 x 73 photo it is returned as: 24,028,324 bytes, just over a 22.9 MB budget.
     photo = make_photo(size=(2000, 1500), fmt="PNG")
-    app = create_app(ServeConfig(run_dir, max_decode_mb=24, decode_budget_mb=30))
+    app = create_app(ServeConfig(run_dir, max_decode_mb=22.9, decode_budget_mb=22.9))
     with serve(app) as url:
         r = httpx.post(f"{url}/api/predict", files={"photo": ("big.png", photo, "image/png")}, timeout=60)
     assert r.status_code == 413 and r.json()["error"] == "too_many_pixels"
-    assert photo_cost(read_header(photo, preprocess=app.state.service.preprocess)) == 36_000_000
+    assert photo_cost(read_header(photo, preprocess=app.state.service.preprocess)) == 24_028_324
     assert r.json()["detail"] == ("big.png: photo is 2000x1500 pixels; decoding and answering it take about "
-                                  "34 MB, more than the server's budget of 30 MB")
+                                  "23 MB, more than the server's budget of 22.9 MB")
     assert app.state.budget.peak == 0
 
 

@@ -65,16 +65,16 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     from monkeysee.serve.config import ServeConfig
 
     p.add_argument("run_dir", type=Path, help="run folder written by `monkeysee train`")
-    add_options(p, ServeConfig, names=_HELP, help=_HELP)
+    add_options(p, ServeConfig, help=_HELP)
     auth = p.add_mutually_exclusive_group()
-    add_options(auth, ServeConfig, names=_AUTH_HELP, help=_AUTH_HELP)
+    add_options(auth, ServeConfig, help=_AUTH_HELP)
     auth.add_argument("--no-auth", action="store_true",
                       help="serve beyond loopback without a token (only on a network you trust)")
     limits = p.add_argument_group(
         "limits", "Memory for photos stays under a ceiling whatever is uploaded: decode budget + "
         "max-concurrent x max-upload + max-uploads x 1.06 MB + max-connections x 64 kB beyond the model's "
         "own (about 0.8 GB with the defaults); the command prints it at start.")
-    add_options(limits, ServeConfig, names=_LIMITS_HELP, help=_LIMITS_HELP)
+    add_options(limits, ServeConfig, help=_LIMITS_HELP)
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:

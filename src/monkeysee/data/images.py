@@ -90,6 +90,8 @@ class PhotoHeader:
     height: int
     decode_bytes: int  # estimated peak memory to decode it and convert it to RGB (see `decode_bytes`)
     scale: int = 1  # the JPEG decoder's reduction for the `preprocess` asked for (1: full size)
+    upright: tuple[int, int] = (0, 0)  # the photo's own size, turned as EXIF orientation turns it
+    output: tuple[int, int] = (0, 0)  # the size `load_rgb_bytes` returns it at, with the same `preprocess`
 
 
 def load_rgb(path: str | bytes | os.PathLike, max_pixels: int = MAX_PIXELS,
@@ -142,7 +144,11 @@ def read_header(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS,
     if not data:
         raise ImageError("upload is empty (0 bytes)", fix="send the photo file itself", path=name)
     im, size, scale = _open(io.BytesIO(data), name, _Limits(max_pixels, max_bytes, max_aspect, preprocess))
-    return PhotoHeader(im.format or "", im.mode, *size, _cost(im, size, scale), scale)
+    turned = _orientation(im) in {5, 6, 7, 8}
+    upright = (size[1], size[0]) if turned else size
+    decoded = (-(-upright[0] // scale), -(-upright[1] // scale))
+    return PhotoHeader(im.format or "", im.mode, *size, _cost(im, size, scale), scale, upright,
+                       _fitted_size(decoded, preprocess))
 
 
 def _decode(fp: BinaryIO, where: str, limits: _Limits) -> Image.Image:
@@ -222,12 +228,19 @@ def _draft(im: Image.Image, min_side: int | None) -> int:
 def _fitted(im: Image.Image, pre: Preprocess | None) -> Image.Image:
     """`im` resized as `pre`'s eval transform resizes it (short side to `resize_size`, the long side by
     torchvision's arithmetic, `pre.interpolation`) when its short side is at least twice that; else `im`."""
-    if pre is None or min(im.size) < 2 * pre.resize_size:
+    size = _fitted_size(im.size, pre)
+    if pre is None or size == im.size:
         return im
-    width, height = im.size
-    short, long = pre.resize_size, int(pre.resize_size * max(width, height) / min(width, height))
-    size = (short, long) if width <= height else (long, short)
     return im.resize(size, Image.Resampling[pre.interpolation.upper()])
+
+
+def _fitted_size(size: tuple[int, int], pre: Preprocess | None) -> tuple[int, int]:
+    """The size `_fitted` gives a photo of `size`."""
+    width, height = size
+    if pre is None or min(size) < 2 * pre.resize_size:
+        return size
+    short, long = pre.resize_size, int(pre.resize_size * max(width, height) / min(width, height))
+    return (short, long) if width <= height else (long, short)
 
 
 def _mb(n: int) -> str:

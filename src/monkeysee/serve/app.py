@@ -171,7 +171,8 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
                                     "send a smaller photo (a few megapixels is plenty)", name)
             header = await anyio.to_thread.run_sync(_header, data, name, config, service.preprocess)
             async with budget.reserve(photo_cost(header)):
-                work = functools.partial(service.answer, data, name, top_k or config.top_k, cam, heatmap)
+                work = functools.partial(service.answer, data, name, top_k or config.top_k, cam, heatmap,
+                                         header=header)
                 answer = await anyio.to_thread.run_sync(work)
         response.headers["server-timing"] = f"total;dur={(time.perf_counter() - start) * 1000:.1f}"
         response.headers["cache-control"] = "no-store"

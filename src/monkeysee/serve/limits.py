@@ -10,6 +10,7 @@ is decoded, and waits its turn when the budget is in use.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -26,15 +27,14 @@ from monkeysee.serve.schemas import ErrorResponse
 log = logging.getLogger("monkeysee.serve")
 
 ANSWER_BYTES_PER_PIXEL = 4
-"""Memory answering a decoded photo takes beyond its decoding, per pixel: the quality measures convert
-the whole photo to RGB (Pillow keeps 4 bytes per RGB pixel) before they scale it down."""
+"""Memory answering a decoded photo takes beyond its decoding, per pixel of the decoded photo: the quality
+measures convert it to RGB (Pillow keeps 4 bytes per RGB pixel) before they scale it down."""
 
 
 def photo_cost(header: PhotoHeader) -> int:
-    """Bytes decoding and answering the photo with this header take at most, at the size it decodes to
-    (the JPEG decoder's `scale` divides each side; other formats are reduced after decoding)."""
-    pixels = -(-header.width // header.scale) * -(-header.height // header.scale)
-    return header.decode_bytes + ANSWER_BYTES_PER_PIXEL * pixels
+    """Bytes decoding and answering the photo with this header take at most: its decoding, and the
+    answer's copy at the size it decodes to (`header.output`)."""
+    return header.decode_bytes + ANSWER_BYTES_PER_PIXEL * header.output[0] * header.output[1]
 
 
 class MemoryBudget:
@@ -45,7 +45,8 @@ class MemoryBudget:
         self.total = total
         self.free = total
         self.peak = 0  # most bytes handed out at once, for tests and benchmarks
-        self.on_idle = on_idle  # run in a worker thread whenever the last photo gives its share back
+        self.on_idle = on_idle  # run in a background thread whenever the last photo gives its share back
+        self._idle_running = threading.Lock()  # one at a time; a burst's end needs only one
         self._waiting: deque[tuple[int, anyio.Event]] = deque()
 
     @property
@@ -73,8 +74,17 @@ class MemoryBudget:
             yield
         finally:
             self._release(nbytes)
-        if self.idle and self.on_idle is not None:
-            await anyio.to_thread.run_sync(self.on_idle)
+        if self.idle and self.on_idle is not None and not self._idle_running.locked():
+            threading.Thread(target=self._run_idle, name="monkeysee-idle", daemon=True).start()
+
+    def _run_idle(self) -> None:
+        """`on_idle`, off the request's path: the answer is not held back by it."""
+        if self._idle_running.acquire(blocking=False):
+            try:
+                assert self.on_idle is not None
+                self.on_idle()
+            finally:
+                self._idle_running.release()
 
     def _take(self, nbytes: int) -> None:
         self.free -= nbytes

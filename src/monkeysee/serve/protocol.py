@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from monkeysee.serve.limits import error_response
+
 if TYPE_CHECKING:
     import asyncio
 
-    from starlette.types import ASGIApp, Receive, Scope, Send
-
-    from monkeysee.serve.app import ServeConfig
+    from monkeysee.serve.config import ServeConfig
 
 KEEP_ALIVE_S = 5
 """An idle keep-alive connection is closed after this many seconds."""
@@ -47,16 +47,6 @@ def raw_json_response(status: int, reason: str, code: str, detail: str, fix: str
     return head.encode() + body
 
 
-def _busy_app(body: bytes) -> ASGIApp:
-    async def busy(scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 503, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"retry-after", b"2"), (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
-
-    return busy
-
-
 def guarded_protocol(max_connections: int, header_timeout: float, per_client: int) -> type:
     """uvicorn's h11 protocol with a header deadline, a per-address and a total connection limit, and
     JSON answers for requests its parser rejects (see the module's docstring)."""
@@ -69,8 +59,8 @@ def guarded_protocol(max_connections: int, header_timeout: float, per_client: in
     malformed = raw_json_response(400, "Bad Request", "bad_request",
                                   "the request is not valid HTTP/1.1 (bad request line, header or framing)",
                                   FIX_HTTP)
-    busy = _busy_app(json.dumps({"error": "busy", "detail": "the server has too many open connections",
-                                 "fix": "try again in a few seconds"}).encode())
+    busy = error_response(503, "busy", "the server has too many open connections",
+                          "try again in a few seconds", headers={"retry-after": "2", "connection": "close"})
     per_address: Counter[str] = Counter()  # open connections by client address, for this server
 
     class GuardedH11Protocol(H11Protocol):

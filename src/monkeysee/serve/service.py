@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from monkeysee.data.images import load_rgb_bytes, read_header
+from monkeysee.data.images import PhotoHeader, load_rgb_bytes, read_header
 from monkeysee.data.preprocess import Preprocess
 from monkeysee.data.transforms import denormalize
 from monkeysee.errors import ImageError, MonkeyseeError
@@ -155,11 +155,19 @@ class PhotoService:
         except ImageError as exc:
             raise rejection(exc) from None
 
+    def header(self, data: bytes, name: str = "upload") -> PhotoHeader:
+        """An upload's header checked against this service's limits, or the PhotoRejected saying why not."""
+        try:
+            return read_header(data, name, self.max_pixels, preprocess=self.preprocess)
+        except ImageError as exc:
+            raise rejection(exc) from None
+
     def answer(self, data: bytes, name: str = "upload", top_k: int = 3, cam: bool = True,
-               heatmap: bool = False) -> Answer:
-        """Predict the species of one uploaded photo, with its Grad-CAM when `cam`."""
+               heatmap: bool = False, header: PhotoHeader | None = None) -> Answer:
+        """Predict the species of one uploaded photo, with its Grad-CAM when `cam`; `header` is the
+        upload's, where the caller read it already (the answer reports the photo's own upright size)."""
+        header = header or self.header(data, name)
         image = self.read(data, name)
-        width, height = _photo_size(data, name, image, self.max_pixels)
         job = self._worker.submit(_Job(image, cam))
         quality = self.predictor.assess(image)  # in this request thread, while the model works
         out = job.result()
@@ -169,7 +177,7 @@ class PhotoService:
         if out.cam is not None:
             target = int(np.argmax(out.logits))
             images = self._draw(out, image.size, self.predictor.species[target].display_name, heatmap)
-        return Answer(prediction, width, height, images)
+        return Answer(prediction, *header.upright, images)
 
     # --- drawing (request threads) ------------------------------------------------------------------
 
@@ -217,14 +225,6 @@ class PhotoService:
             for i, j in enumerate(todo)
         )
         return [next(outputs) if r is _PENDING else r for r in results]
-
-
-def _photo_size(data: bytes, name: str, image: Image.Image, max_pixels: int) -> tuple[int, int]:
-    """The uploaded photo's own size, upright: `image` is decoded no larger than the model needs, so its
-    size is the file header's, turned a quarter where EXIF orientation turned the picture."""
-    header = read_header(data, name, max_pixels)
-    w, h = header.width, header.height
-    return (h, w) if (image.width - image.height) * (w - h) < 0 else (w, h)
 
 
 def crop_box(size: tuple[int, int], pre: Preprocess) -> tuple[float, float, float, float]:
