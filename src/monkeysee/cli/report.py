@@ -40,7 +40,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from monkeysee.report import build_report
+    from monkeysee.report.builder import build_report
 
     options = ReportOptions(**option_values(args, ReportOptions))
     start = time.perf_counter()

@@ -19,8 +19,9 @@ from tqdm.auto import tqdm
 from monkeysee import __version__
 from monkeysee.errors import ConfigError, DataError, MonkeyseeError
 from monkeysee.io import atomic_write_text
-from monkeysee.report.context import ReportContext, ReportOptions
+from monkeysee.report.context import ReportContext
 from monkeysee.report.html import code, details, duration, esc, note, pct, table
+from monkeysee.report.options import ReportOptions
 from monkeysee.report.sections import all_sections
 
 DEFAULT_NAME = "report.html"
