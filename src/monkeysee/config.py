@@ -144,7 +144,7 @@ RECORDED_BEFORE: dict[str, Any] = {"class_weights": "none"}
 """What a run recorded before a setting existed did: runs trained before class weights used none."""
 
 RESUMABLE = ("data", "workers", "device", "store", "unknown_detector", "unknown_keep", "unknown_calibration",
-             "calibration")
+             "calibration", "taxonomy")
 """Settings a resumed run may change: where the photos are, how it runs, and what is decided after the
 last epoch. Anything else would mix two recipes in one model."""
 

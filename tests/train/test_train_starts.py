@@ -88,6 +88,20 @@ def test_one_photo_per_species_with_a_detector_calibrated_on_validation_says_wha
     assert not out.exists()
 
 
+def test_resuming_without_validation_photos_refuses_a_detector_calibrated_on_them_before_any_epoch(
+        tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", per_class=1)
+    out = tmp_path / "run"
+    cfg = tiny_config(data, out, unknown_detector="knn", val_fraction=0.1, test_fraction=0.1)
+    _interrupted(cfg, out, "head  2/")
+    saved = RunDir(out).state.read_progress()
+    code = main(["train", "--resume", str(out), "--unknown-calibration", "val"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no species has a photo to spare for validation" in err
+    assert RunDir(out).state.read_progress() == saved  # refused before any epoch
+    assert json.loads((out / "config.json").read_text())["unknown_calibration"] == "crossfit"
+
+
 def test_three_photos_per_species_train_and_evaluate(tmp_path, capsys):
     data = make_dataset(tmp_path / "data", per_class=3)
     out = tmp_path / "run"

@@ -162,7 +162,8 @@ def _restarted(cfg: TrainConfig) -> Trainer | None:
     run_dir = RunDir(cfg.out)
     if not distributed.restarted() or not run_dir.holds_run():
         return None
-    if resolved(Trainer.recorded(cfg.out), {}, recorded=True).to_dict() != cfg.to_dict():
+    trainer = Trainer.resume(cfg.out)
+    if trainer.cfg.to_dict() != cfg.to_dict():
         raise ConfigError("torchrun restarted this command, but the run folder holds a run of another recipe",
                           fix="pass a new --out", path=cfg.out)
-    return Trainer.resume(cfg.out, cfg)
+    return trainer

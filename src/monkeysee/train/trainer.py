@@ -145,8 +145,11 @@ class Trainer:
         the other ranks read what it wrote, so every rank trains on the very same photos whatever the
         world size."""
         if had_splits:  # resuming: the very same split, even if the folder gained photos
+            index = self.run_dir.read_splits(self.cfg.data)
+            if not index.val:  # a resumed run may ask for another detector or calibration
+                self._check_without_validation(log)
             self._write_config()
-            return self.run_dir.read_splits(self.cfg.data)
+            return index
         if not distributed.is_main():
             distributed.barrier()
             return self.run_dir.read_splits(self.cfg.data)
