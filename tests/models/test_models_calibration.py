@@ -164,3 +164,13 @@ def test_crossfit_memory_stays_near_one_copy_of_the_views() -> None:
     tracemalloc.stop()
     assert peak < 1.5 * x.nbytes, f"peak {peak / x.nbytes:.2f}x the features"
     assert (fit.folds[:n] == fit.folds[n:2 * n]).all()  # all views of one photo share a fold
+
+
+def test_fewer_distinct_photos_than_folds_make_one_fold_each():
+    # Three photos, one stored twice (rows 0 and 3): three distinct groups, so three folds, not five.
+    x = np.array([[0.0, 1.0], [1.0, 0.0], [5.0, 5.0], [0.0, 1.0]], dtype=np.float32)
+    y = np.array([0, 1, 1, 0])
+    fit = crossfit_threshold("knn", x, y, x[:1], folds=5, k=1)
+    assert sorted(set(fit.folds.tolist())) == [0, 1, 2] and fit.folds[0] == fit.folds[3]
+    # a photo's copy shares its fold, so both are scored against the same two other photos
+    assert fit.train_scores[0] == fit.train_scores[3] and fit.train_scores[0] != fit.train_scores[2]

@@ -158,7 +158,8 @@ def crossfit_threshold(
     `keep` of the pooled out-of-fold training scores and validation scores.
 
     `groups` (optional, one id per training photo) keeps related photos in one fold; exact duplicate
-    feature rows are always kept together, so a copy of a photo cannot stand in as its neighbour.
+    feature rows are always kept together, so a copy of a photo cannot stand in as its neighbour. With
+    fewer distinct groups than `folds`, each group is a fold.
     Logit-only detectors need `val_logits` and are calibrated on validation scores alone.
     """
     if name not in DETECTORS:
@@ -180,6 +181,7 @@ def crossfit_threshold(
         # Merge: two photos share a fold if they share a user group or identical features.
         user = np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
         dup = _connected(user, dup)
+    folds = min(folds, len(np.unique(dup)))  # a small species list has fewer distinct photos than folds
     fold = assign_folds(y, folds, seed, dup)
     oof = np.empty(len(x))
     for f in range(folds):

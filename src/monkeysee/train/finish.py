@@ -12,8 +12,6 @@ from monkeysee.models.unknown import DetectorState, UnknownDetector, build_detec
 POOR_KEEP = 0.99
 """A photo too poor to judge is called "not one of my species" only above the bar that keeps this share of
 the degraded (augmented) views of known training photos, scored out of fold."""
-FOLDS = 5
-"""Folds of the cross-fitted unknown threshold; fewer where there are fewer training photos."""
 
 
 def calibration(cfg: TrainConfig, val_logits: np.ndarray, val_targets: np.ndarray) -> Calibration:
@@ -38,7 +36,7 @@ def unknown_detector(cfg: TrainConfig, train_views: np.ndarray, targets: np.ndar
         return build_detector(cfg.unknown_detector, train_views[:n], targets, val_logits, val_feats,
                               keep=cfg.unknown_keep)
     fit = crossfit_threshold(cfg.unknown_detector, train_views, np.tile(targets, view_count), val_feats,
-                             val_logits, keep=cfg.unknown_keep, seed=cfg.seed, folds=min(FOLDS, n),
+                             val_logits, keep=cfg.unknown_keep, seed=cfg.seed,
                              groups=np.tile(np.arange(n), view_count))
     clean = fit.train_scores[:n]  # view 0 of every photo; empty for detectors fitted to nothing
     threshold = calibrate_threshold(np.concatenate([clean, fit.val_scores]), cfg.unknown_keep)
