@@ -260,14 +260,7 @@ class RunDir:
 
     def read_json(self, name: str | Path) -> Any:  # noqa: ANN401 - parsed JSON, any shape
         """A JSON file of the run folder (relative name), or None when it is not there."""
-        path = self.path / name
-        if not path.is_file():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot read {name} ({exc})", fix="re-run the step that wrote it",
-                                  path=path) from exc
+        return _read_json(self.path / name, fix="re-run the step that wrote it")
 
 
 class EvalFolder:
@@ -296,13 +289,7 @@ class EvalFolder:
 
     def read_json(self, path: Path) -> Any:  # noqa: ANN401 - parsed JSON, any shape
         """One of this folder's JSON files, or None when it is not there."""
-        if not path.is_file():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot read {path.name} ({exc})",
-                                  fix="run `monkeysee evaluate` on the run again", path=path) from exc
+        return _read_json(path, fix="run `monkeysee evaluate` on the run again")
 
 
 class RunState:
@@ -317,14 +304,9 @@ class RunState:
 
     def read_progress(self) -> dict[str, Any] | None:
         """What has been completed, or None before the first epoch was saved."""
-        path = self.folder / PROGRESS
-        if not path.is_file():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot read {PROGRESS} ({exc})", fix="start the run again with a new "
-                                  "--out", path=path) from exc
+        progress: dict[str, Any] | None = _read_json(self.folder / PROGRESS,
+                                                     fix="start the run again with a new --out")
+        return progress
 
     def save(self, weights: dict[str, torch.Tensor], optimizer: dict[str, Any],
              progress: dict[str, Any]) -> None:
@@ -354,6 +336,16 @@ class RunState:
         """What `save` stored as the optimizer's state, or None."""
         path = self.folder / OPTIMIZER
         return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+
+
+def _read_json(path: Path, fix: str) -> Any:  # noqa: ANN401 - parsed JSON, any shape
+    """A JSON file, or None when it is not there; a damaged one is a CheckpointError with `fix`."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {path.name} ({exc})", fix=fix, path=path) from exc
 
 
 def load_run(directory: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
