@@ -107,3 +107,14 @@ def test_a_recorded_run_without_class_weights_resumes_and_grows_with_none(tiny_r
     recorded = json.loads((old / "config.json").read_text())
     assert TrainConfig.from_dict(recorded).class_weights == "inverse_sqrt"  # a config file: the default
 
+
+
+def test_a_bad_augment_table_in_the_file_is_refused_even_when_the_flag_names_the_ops(tmp_path: Path):
+    path = tmp_path / "c.toml"
+    path.write_text('augment = "hflip"\n')
+    args = build_parser().parse_args(["train", "--data", str(tmp_path), "--config", str(path),
+                                      "--augment", "hflip"])
+    with pytest.raises(ConfigError, match="augment must be a table of augmentation settings, not 'hflip'"):
+        resolve_config(args)
+    path.write_text("[augment]\nblur_sigma = [0.5, 1.5]\n")
+    assert resolve_config(args).augment.blur_sigma == (0.5, 1.5)  # the file's settings stand beside the flag

@@ -99,9 +99,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
                         recorded=True)
     base = read_config_file(args.config) if args.config else {}
     changes = flags | {"data": args.data, "out": args.out}
-    if args.augment:
-        current = base.get("augment")
-        current = AugmentConfig.from_dict(current) if isinstance(current, dict) else AugmentConfig()
+    if args.augment:  # the file's other augmentation settings stand, checked like every setting of it
+        current = resolved(base, {}).augment
         changes["augment"] = AugmentConfig.from_dict(
             current.to_dict() | {"ops": [op.strip() for op in args.augment.split(",") if op.strip()]})
     return resolved(base, changes)
