@@ -98,10 +98,12 @@ class ResultsCsv:
         check_results_file(path)
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.done: set[str] = set()
         if path.is_file() and path.stat().st_size:
             _drop_cut_row(path)
-            compact(path)
-        self.done = finished(path) if path.is_file() else set()
+            keep, count = _chosen_rows(path)  # one read: the rows to keep say which photos are done
+            _compact(path, keep, count)
+            self.done = _finished(keep)
         self._file = self._open()
         if self._file.seek(0, 2) == 0:
             self._write({f: f for f in CSV_FIELDS})
@@ -150,12 +152,17 @@ def read_rows(path: Path) -> Iterator[dict[str, str]]:
 
 def finished(path: Path) -> set[str]:
     """The keys of the photos a results file holds a finished (not error) row for."""
-    return {source_key(row["source"]) for row in read_rows(path) if row["verdict"] != "error"}
+    return _finished(_chosen_rows(path)[0])
 
 
 def compact(path: Path) -> int:
     """Keep one row per photo: its last finished row, else its last error row. The file is replaced in one
     rename, so a crash leaves either the old or the new file; returns the rows dropped."""
+    return _compact(path, *_chosen_rows(path))
+
+
+def _chosen_rows(path: Path) -> tuple[dict[str, tuple[int, bool]], int]:
+    """Per photo key, the row `compact` keeps (its index, whether it is finished); and the rows read."""
     keep: dict[str, tuple[int, bool]] = {}
     count = 0
     for i, row in enumerate(read_rows(path)):
@@ -164,6 +171,14 @@ def compact(path: Path) -> int:
         if key not in keep or ok or not keep[key][1]:
             keep[key] = (i, ok)
         count = i + 1
+    return keep, count
+
+
+def _finished(keep: dict[str, tuple[int, bool]]) -> set[str]:
+    return {key for key, (_, ok) in keep.items() if ok}
+
+
+def _compact(path: Path, keep: dict[str, tuple[int, bool]], count: int) -> int:
     chosen = {i for i, _ in keep.values()}
     if len(chosen) == count:
         return 0

@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     rank, world = distributed.rank(), distributed.size()
     # The share is taken from the whole listing before skipping, so it never depends on what is done.
     paths = (p for i, p in enumerate(iter_inputs(args.photos))
-             if i % world == rank and source_key(p) not in skip)
+             if i % world == rank and (not skip or source_key(p) not in skip))
     explainer = _explainer(predictor, args.cams)
     counts = {"photos": 0, "errors": 0, "unknown": 0, "retake": 0}
     bar = tqdm(desc="predicting", unit="photo",
