@@ -236,11 +236,9 @@ def _fitted(im: Image.Image, pre: Preprocess | None) -> Image.Image:
 
 def _fitted_size(size: tuple[int, int], pre: Preprocess | None) -> tuple[int, int]:
     """The size `_fitted` gives a photo of `size`."""
-    width, height = size
     if pre is None or min(size) < 2 * pre.resize_size:
         return size
-    short, long = pre.resize_size, int(pre.resize_size * max(width, height) / min(width, height))
-    return (short, long) if width <= height else (long, short)
+    return pre.resized(size)
 
 
 def _mb(n: int) -> str:

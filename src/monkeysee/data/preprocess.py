@@ -24,6 +24,13 @@ class Preprocess:
     def resize_size(self) -> int:
         return round(self.input_size / self.crop_pct)
 
+    def resized(self, size: tuple[int, int]) -> tuple[int, int]:
+        """(w, h) of a photo of `size` after the eval transform's resize: torchvision's Resize(int) sets
+        the short side to `resize_size` and scales the long side, rounding down."""
+        width, height = size
+        short, long = self.resize_size, int(self.resize_size * max(width, height) / min(width, height))
+        return (short, long) if width <= height else (long, short)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -229,11 +229,7 @@ class PhotoService:
 
 def crop_box(size: tuple[int, int], pre: Preprocess) -> tuple[float, float, float, float]:
     """Where the eval transform's centre crop lies in a photo of `size` (w, h), as fractions."""
-    w, h = size
-    short, long = min(w, h), max(w, h)
-    # The same arithmetic as torchvision's Resize(int) then CenterCrop.
-    new_short, new_long = pre.resize_size, int(pre.resize_size * long / short)
-    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    new_w, new_h = pre.resized(size)  # then torchvision's CenterCrop
     crop = pre.input_size
     left = round((new_w - crop) / 2.0)
     top = round((new_h - crop) / 2.0)
