@@ -63,7 +63,7 @@ def _views(text: str) -> list[str]:
 
 def iter_inputs(items: Iterable[str]) -> Iterator[Path]:
     """Files as given, folders walked; a path that does not exist is passed on to become an error row."""
-    from monkeysee.data.images import iter_photos
+    from monkeysee.data.folders import iter_photos
 
     for item in items:
         path = Path(item)
@@ -102,7 +102,7 @@ def check_csv(flag: str, path: Path) -> None:
 def check_inputs(items: Iterable[str]) -> None:
     """A folder among the inputs that holds no photo at all is refused, so a wrong path never ends in an
     empty answer that looks like success."""
-    from monkeysee.data.images import iter_photos
+    from monkeysee.data.folders import iter_photos
 
     for item in items:
         if Path(item).is_dir() and next(iter(iter_photos(item)), None) is None:

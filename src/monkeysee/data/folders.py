@@ -31,7 +31,7 @@ def as_path(path: str | bytes | os.PathLike) -> Path:
 
 
 _FIX_LINK = "fix the link or delete it"
-_FIX_REPLACE = "replace it with a JPEG or PNG photo, or delete it"
+FIX_REPLACE = "replace it with a JPEG or PNG photo, or delete it"
 
 
 def check_regular_file(path: Path, shown: str) -> None:
@@ -59,7 +59,7 @@ def check_regular_file(path: Path, shown: str) -> None:
         raise ImageError(f"not a regular file ({_kind(st.st_mode)})",
                          fix="photos must be ordinary files; move it out of the photo folder", path=shown)
     if st.st_size == 0:
-        raise ImageError("file is empty (0 bytes)", fix=_FIX_REPLACE, path=shown)
+        raise ImageError("file is empty (0 bytes)", fix=FIX_REPLACE, path=shown)
 
 
 def _check_folder(path: Path, st: os.stat_result, shown: str) -> None:

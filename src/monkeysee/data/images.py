@@ -30,7 +30,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from monkeysee.data.folders import as_path, check_regular_file, display_path
+from monkeysee.data.folders import FIX_REPLACE, as_path, check_regular_file, display_path
 from monkeysee.data.folders import is_sidecar as is_sidecar  # re-exported: photos and folders from one module
 from monkeysee.data.folders import iter_photos as iter_photos
 from monkeysee.data.preprocess import Preprocess
@@ -58,7 +58,6 @@ ACCEPTED = "JPEG, PNG, WebP, TIFF, BMP or GIF"
 # `warnings.catch_warnings` swaps process-wide state; serialise our use of it across loader threads.
 _OPEN_LOCK = threading.Lock()
 
-_FIX_REPLACE = "replace it with a JPEG or PNG photo, or delete it"
 _BAND_PIXELS = 1 << 18  # high-depth photos are scaled to 8 bits this many pixels at a time
 
 # First bytes of files people mistake for photos, so the error can say what the file is.
@@ -269,7 +268,7 @@ def _unidentified(fp: BinaryIO, where: str) -> ImageError:
     if kind is not None:
         return ImageError(f"not an accepted photo format: {kind} (accepted: {ACCEPTED})",
                           fix="export or convert it to JPEG or PNG", path=where)
-    return ImageError("not an image, or a format Pillow does not recognise", fix=_FIX_REPLACE, path=where)
+    return ImageError("not an image, or a format Pillow does not recognise", fix=FIX_REPLACE, path=where)
 
 
 def _identify(fp: BinaryIO) -> str | None:
