@@ -279,6 +279,9 @@ class EvalFolder:
         self.photo_plan = path / "photo_plan.json"  # the stored predictions the report shows as photos
         self.unknown_scores = path / "unknown_scores.json"  # detector scores: these photos, and others
         self.faithfulness = path / "faithfulness.json"
+        self.features = path / "features.npy"  # pooled features, one row per stored prediction (float16)
+        self.species_map = path / "species_map"  # a stem: `SpeciesMap.save` adds .npz and .json
+        self.species_map_html = path / "species_map.html"  # `monkeysee map`'s page, unless --out
 
     def __repr__(self) -> str:
         return f"EvalFolder({str(self.path)!r})"

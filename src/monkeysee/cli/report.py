@@ -22,6 +22,7 @@ _OPTIONS: dict[str, dict[str, str]] = {
     "gallery_per_species": {"help": "correct and wrong photos shown per species; 0 skips the gallery",
                             "metavar": "K"},
     "precision": {"help": "auto, bf16 or fp32 for predictions"},
+    "species_map": {"help": "lay out the species map when none is stored (as `monkeysee map` does)"},
 }
 
 

@@ -27,7 +27,7 @@ from monkeysee.evaluate.plots import (
 from monkeysee.evaluate.unknown import UnknownScores
 from monkeysee.io import atomic_write_bytes
 from monkeysee.predict import Predictor
-from monkeysee.rundir import RunDir
+from monkeysee.rundir import EvalFolder, RunDir
 
 RUN_SPLITS = ("test", "val", "train")
 
@@ -107,6 +107,7 @@ def evaluate_run(
     name = Path(split).name if split not in RUN_SPLITS and split != "validation" else split
     out = RunDir(run_dir).eval(name)
     interp.save(out.predictions)
+    write_features(out, feats)
     out.write_json(out.metrics, metrics)
     out.write_json(out.photo_plan, plan_photos(interp, photo_plan).to_dict())
     if predictor.detector is not None:
@@ -126,6 +127,13 @@ def evaluate_run(
     log(format_metrics_table(metrics))
     log(f"evaluation written to {out.path}")
     return metrics
+
+
+def write_features(out: EvalFolder, feats: np.ndarray) -> None:
+    """The pooled features of the stored predictions, in their order (float16), for the species map."""
+    buf = io.BytesIO()
+    np.save(buf, feats.astype(np.float16))
+    atomic_write_bytes(out.features, buf.getvalue())
 
 
 def _write_confusion_csv(path: Path, cm: np.ndarray, names: list[str]) -> None:

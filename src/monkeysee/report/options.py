@@ -34,6 +34,7 @@ class ReportOptions:
     max_ood_photos: int = 250  # an evenly spaced sample beyond this
     precision: str = "auto"
     batch_size: int = 16
+    species_map: bool = False  # lay out the species map now when evaluate or `monkeysee map` stored none
 
     def __post_init__(self) -> None:
         from monkeysee.explain import resolve_methods
