@@ -13,7 +13,6 @@ import torch
 
 from monkeysee.cli import main
 from monkeysee.evaluate.interpret import Interpretation
-from monkeysee.evaluate.runner import evaluate_run
 from monkeysee.explain.map_render import map_html, species_colours, thumbnail_sample
 from monkeysee.explain.species_map import MAP_METHODS, SPLITS, SpeciesMap, compute_species_map, embed
 from monkeysee.predict import Predictor
@@ -60,11 +59,12 @@ def test_too_few_photos_and_an_unknown_method_are_refused():
 
 @pytest.fixture(scope="module")
 def mapped(tiny_run, tmp_path_factory):
-    """An evaluated private copy of the tiny run with a tsne map computed twice (seed 0)."""
+    """A private copy of the tiny run evaluated with `--species-map` (the default layout, seed 0), and
+    the same map computed again."""
     run = private_copy(tiny_run, tmp_path_factory.mktemp("map") / "run")
+    assert main(["evaluate", str(run), "--species-map"]) == 0
+    first = SpeciesMap.load(RunDir(run).eval("test"))
     predictor = Predictor.from_run_dir(run)
-    evaluate_run(run, predictor=predictor, log=lambda _: None)
-    first = compute_species_map(predictor, run, method="tsne", seed=0, log=lambda _: None)
     second = compute_species_map(predictor, run, method="tsne", seed=0, log=lambda _: None)
     return run, predictor, first, second
 

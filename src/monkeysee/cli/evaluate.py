@@ -14,6 +14,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    help="test (held out, default), val, train, validation (DIR/validation), or a PATH "
                         "laid out folder-per-species")
     p.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
+    p.add_argument("--species-map", action="store_true",
+                   help="also lay out the species map of the test split (see `monkeysee map`)")
 
 
 @command("evaluate", help="Evaluate a trained run on a split", arguments=_arguments, order=20)
@@ -23,4 +25,8 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = Predictor.from_run_dir(args.run_dir, precision=args.precision)
     evaluate_run(args.run_dir, split=args.split, data=args.data, predictor=predictor)
+    if args.species_map and args.split == "test":
+        from monkeysee.explain.species_map import compute_species_map
+
+        compute_species_map(predictor, args.run_dir, args.data)
     return 0

@@ -14,7 +14,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path,
                    help="HTML file to write (default: RUN_DIR/eval/test/species_map.html)")
     p.add_argument("--data", type=Path, help="data folder (default: where the run was trained)")
-    p.add_argument("--method", default="umap", help="umap (default) or tsne (openTSNE)")
+    p.add_argument("--method", default="tsne", help="tsne (openTSNE, default) or umap (umap-learn)")
     p.add_argument("--seed", type=int, default=0, help="seed of the layout (default 0)")
     p.add_argument("--thumbnails", type=int, default=1500, metavar="N",
                    help="photos that carry a hover thumbnail (default 1500; mistakes and rejected first)")

@@ -56,7 +56,7 @@ def species_colours(n: int) -> list[str]:
 
 
 def plot_species_map(smap: SpeciesMap, names: Sequence[str], path: str | Path,
-                     thumbs: dict[int, Image.Image] | None = None, dpi: int = 100) -> Path:
+                     thumbs: dict[int, Image.Image] | None = None, dpi: int = 120) -> Path:
     """The map as a PNG at `path`: points coloured by true species (test photos larger), crosses on test
     mistakes, rings on rejected photos, a legend (or names at the species' medians beyond 20 species)
     and, when given, a thumbnail per species at its median."""
@@ -65,7 +65,7 @@ def plot_species_map(smap: SpeciesMap, names: Sequence[str], path: str | Path,
     ax = fig.add_subplot()
     colours = np.array(species_colours(len(names)))
     test = smap.split == SPLITS.index("test")
-    for mask, size, alpha in ((~test, 4, 0.55), (test, 12, 0.9)):
+    for mask, size, alpha in ((~test, 7, 0.5), (test, 16, 0.9)):
         ax.scatter(smap.xy[mask, 0], smap.xy[mask, 1], s=size, c=colours[smap.target[mask]], alpha=alpha,
                    linewidths=0, rasterized=True)
     rejected, wrong = smap.xy[smap.unknown], smap.xy[smap.mistake]

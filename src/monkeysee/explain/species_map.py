@@ -4,7 +4,7 @@ overlap, where the test mistakes fall and which photos the unknown detector call
 
 `compute_species_map` gathers the features without a second pass where it can (the training and
 validation photos from the run's feature store, the test photos from what `evaluate` stored), embeds
-them with a registered method (UMAP by default; see `benchmarks/species_map.py`) under a fixed seed, and
+them with a registered method (openTSNE by default; see `benchmarks/species_map.py`) under a fixed seed, and
 `SpeciesMap.save` stores the coordinates and marks in the evaluation folder for the report and
 `monkeysee map` to draw.
 """
@@ -34,7 +34,7 @@ from monkeysee.train.stored import stored_pooled
 
 FORMAT = "monkeysee-species-map"
 SPLITS = ("train", "val", "test")  # split codes stored per point: 0, 1, 2
-DEFAULT_METHOD = "umap"
+DEFAULT_METHOD = "tsne"  # measured against umap in benchmarks/species_map.py (see README)
 
 Embed = Callable[[np.ndarray, int], np.ndarray]
 MAP_METHODS: Registry[Embed] = Registry("map method")
@@ -43,7 +43,7 @@ MAP_METHODS: Registry[Embed] = Registry("map method")
 @MAP_METHODS.register("umap")
 def umap_embedding(features: np.ndarray, seed: int) -> np.ndarray:
     """UMAP (umap-learn) with cosine distances; a fixed `random_state` makes it deterministic (and
-    single-threaded, which the measurement in benchmarks/species_map.py found fast enough)."""
+    single-threaded). Its numba kernels compile on first use in each process."""
     import umap
 
     reducer = umap.UMAP(n_neighbors=min(15, len(features) - 1), min_dist=0.1, metric="cosine",
@@ -53,7 +53,8 @@ def umap_embedding(features: np.ndarray, seed: int) -> np.ndarray:
 
 @MAP_METHODS.register("tsne")
 def tsne_embedding(features: np.ndarray, seed: int) -> np.ndarray:
-    """openTSNE (FFT-accelerated t-SNE) with cosine distances, seeded."""
+    """openTSNE (FFT-accelerated t-SNE) with cosine distances, seeded, on one thread so that the seed
+    alone decides the result."""
     from openTSNE import TSNE
 
     perplexity = min(30.0, max(1.0, (len(features) - 1) / 3))  # openTSNE needs 3 x perplexity neighbours
