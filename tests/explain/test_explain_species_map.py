@@ -90,6 +90,8 @@ def test_the_map_covers_every_split_and_repeats_exactly_with_its_seed(mapped):
     loaded = SpeciesMap.load(RunDir(run).eval("test"))
     assert loaded is not None and np.array_equal(loaded.xy, smap.xy) and loaded.paths == smap.paths
     assert (loaded.method, loaded.seed, loaded.info["photos"]["test"]) == ("tsne", 0, counts[2])
+    # the copy has no feature store beside it: its photos were pooled in one pass, and none was created
+    assert not (run.parent / "feature-store").exists()
 
 
 def test_mistakes_are_exactly_the_wrong_test_predictions(mapped):
