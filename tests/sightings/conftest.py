@@ -1,6 +1,7 @@
 """The log's tests run on SQLite and on a real PostgreSQL server: MONKEYSEE_TEST_PG (a URL to a server
 where the tests may create databases), else a throwaway server started here from the Debian
-`postgresql` binaries (as user `postgres` when run as root), else the PostgreSQL half is skipped."""
+`postgresql` binaries (as user `postgres` when run as root), else the PostgreSQL half is skipped
+(or fails, when MONKEYSEE_REQUIRE_PG is set, as `.ci/run` does where PostgreSQL is installed)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def pg_server() -> Iterator[str]:
         yield os.environ["MONKEYSEE_TEST_PG"]
         return
     bin_dir = _pg_bin()
+    if bin_dir is None and os.environ.get("MONKEYSEE_REQUIRE_PG"):
+        pytest.fail("MONKEYSEE_REQUIRE_PG is set but no PostgreSQL binaries (initdb) were found")
     if bin_dir is None:
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql) and MONKEYSEE_TEST_PG is unset")
     if os.geteuid() == 0 and shutil.which("runuser") is None:
