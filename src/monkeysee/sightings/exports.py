@@ -11,7 +11,7 @@ import io
 import json
 import shutil
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -216,7 +216,7 @@ def _observations(views: list[SightingView], deployment: dict[str, str]) -> str:
     return _camtrap_table("observations", rows)
 
 
-def _camtrap_table(name: str, rows: list[dict[str, object]]) -> str:
+def _camtrap_table(name: str, rows: Sequence[Mapping[str, object]]) -> str:
     """A table with every column of its Camtrap DP 1.0 schema, in the schema's order."""
     fields = [f["name"] for f in json.loads((CAMTRAP_DP / f"{name}-table-schema.json").read_text())["fields"]]
     unknown = {k for r in rows for k in r} - set(fields)
@@ -269,7 +269,9 @@ def camtrap_metadata_errors(package: dict[str, Any]) -> list[str]:
     # The 1.0 profile writes one JSON pointer as "#$defs/version"; read as the "#/$defs/version" it means.
     text = (CAMTRAP_DP / "camtrap-dp-profile.json").read_text().replace('"#$defs/', '"#/$defs/')
     profile = json.loads(text)
-    geojson = Path(__import__("frictionless").__file__).parent / "assets" / "profiles" / "geojson.json"
+    from importlib.resources import files
+
+    geojson = files("frictionless") / "assets" / "profiles" / "geojson.json"
     refs = Refs().with_resources([
         ("http://json.schemastore.org/geojson.json",
          Resource.opaque(json.loads(geojson.read_text()))),
