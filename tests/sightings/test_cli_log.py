@@ -93,3 +93,27 @@ def test_predict_logs_a_folder_once(tiny_run: Path, synthetic_data: Path, tmp_pa
     assert {v.place_text for v in views[:10]} == {"Island"}
     assert [v.species_hint for v in views[:10]] == ["Viridis simia"] * 10
     assert all(v.run == str(tiny_run) and v.verdict in ("species", "retake", "unknown") for v in views)
+
+
+def test_export_training_with_the_run_gives_a_folder_to_grow_it_on(tiny_run, tmp_path, capsys) -> None:
+    from monkeysee.data.layout import scan_dataset
+
+    db = str(tmp_path / "log.db")
+    store = Store.open(db, clock=Clock())
+    fill(store)  # sighting 3 corrected to "Ateles geoffroyi", a species the run does not know
+    rui = store.keepers()[1]
+    store.correct(1, "caerulea simia", by=rui)  # the run's n2, by its Latin name
+    out = tmp_path / "grow"
+    assert main(["log", "export-training", str(out), "--run", str(tiny_run), "--db", db]) == 0
+    assert "3 reviewed photos in 2 species folders" in capsys.readouterr().out
+    index = scan_dataset(out, val_fraction=0.2, test_fraction=0.2, workers=1)
+    assert [s.label for s in index.species] == ["ateles_geoffroyi", "n0", "n1", "n2"]
+    assert [s.display_name for s in index.species] == ["ateles geoffroyi", "red monkey", "green monkey",
+                                                        "blue monkey"]
+    total = {s.label: 0 for s in index.species}
+    for split in ("train", "val", "test"):
+        for sample in index.split(split):
+            total[index.species[sample.target].label] += 1
+    assert total == {"ateles_geoffroyi": 1, "n0": 10, "n1": 10, "n2": 12}
+    assert main(["log", "export-training", str(out), "--run", str(tiny_run), "--db", db]) == 0  # again: same
+    assert sum(1 for p in out.rglob("*") if p.is_file()) == 1 + 30 + 3  # labels, run photos, reviewed

@@ -68,7 +68,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     train = _action(sub, "export-training", "write confirmed and corrected photos as a folder per species, "
                     "for `monkeysee train --from RUN --data DIR`", _export_training)
     train.add_argument("out", metavar="DIR")
-    train.add_argument("--run", metavar="RUN_DIR", help="name folders by this run's species labels")
+    train.add_argument("--run", metavar="RUN_DIR", help="name folders by this run's species labels, and link "
+                       "its own photos in beside the corrections (what `train --from RUN` needs)")
+    train.add_argument("--run-data", metavar="DIR", help="where the run's photos are now, if they moved")
 
 
 @command("log", help="The keeper's log: keepers, places, exports, backups, corrections for training",
@@ -139,15 +141,21 @@ def _export_training(args: argparse.Namespace) -> int:
     from monkeysee.sightings.training import export_training
 
     known: tuple[Species, ...] = ()
+    run_photos: list[tuple[Path, str]] = []
     if args.run:
         from monkeysee.rundir import RunDir
 
-        known = tuple(RunDir(args.run).read_manifest().species)
-    counts = export_training(open_log(args), Path(args.out), known)
+        run = RunDir(args.run)
+        known = tuple(run.read_manifest().species)
+        index = run.read_splits(args.run_data)
+        run_photos = [(s.path, index.species[s.target].label)
+                      for split in ("train", "val", "test") for s in index.split(split)]
+    counts = export_training(open_log(args), Path(args.out), known, run_photos)
     if not counts:
         print("no confirmed or corrected sightings with photos yet")
         return 0
-    print(f"{sum(counts.values())} photos in {len(counts)} species folders under {args.out}: " +
-          ", ".join(f"{k} {n}" for k, n in counts.items()))
+    print(f"{sum(counts.values())} reviewed photos in {len(counts)} species folders under {args.out}: " +
+          ", ".join(f"{k} {n}" for k, n in counts.items()) +
+          (f"; beside {len(run_photos)} photos of {args.run}, linked" if run_photos else ""))
     print(f"Grow a run with them: monkeysee train --from RUN --data {args.out} --out NEW_RUN")
     return 0
