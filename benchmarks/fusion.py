@@ -26,7 +26,7 @@ from monkeysee.data.corrupt import CORRUPTIONS, corrupt
 from monkeysee.evaluate.metrics import expected_calibration_error
 from monkeysee.predict import Predictor
 from monkeysee.rundir import RunDir
-from monkeysee.sightings.fusion import Fusion
+from monkeysee.sightings.fusion import POOR_WEIGHT, STRENGTH, Fusion
 
 SEV_LO = 3.0
 
@@ -78,13 +78,15 @@ def main() -> None:
     grid = itertools.product((0.0, 0.25, 0.5, 0.75, 1.0), (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0))
     scores = {(w, k): log_loss(np.stack([Fusion(w, k).fuse(g[0], g[1]) for g in val]), vt) for w, k in grid}
     w, k = min(scores, key=scores.__getitem__)
+    default = scores.get((POOR_WEIGHT, STRENGTH), float("nan"))
     print(f"chosen on {len(val)} validation groups: poor_weight={w}, strength={k} "
-          f"(log loss {scores[(w, k)]:.4f}; defaults' {scores.get((0.5, 1.5), float('nan')):.4f})")
+          f"(log loss {scores[(w, k)]:.4f}; defaults' {default:.4f})")
     targets = np.array([g[2] for g in test])
     poor = sum(not ok for g in test for ok in g[1])
     print(f"test split: {len(test)} groups, {sum(len(g[1]) for g in test)} photos ({poor} judged poor), "
           f"{Path(args.run)}")
-    results = methods(test, Fusion(w, k)) | {"fused (defaults)": methods(test, Fusion())["fused"]}
+    results = methods(test, Fusion(w, k)) | {"fused (defaults)": methods(test, Fusion())["fused"],
+                                             "fused (poor x0.5)": methods(test, Fusion(0.5, k))["fused"]}
     base_acc = (results["best photo"].argmax(1) == targets).mean()
     base_ece = expected_calibration_error(results["best photo"], targets)
     print(f"{'method':<18} {'accuracy':>9} {'vs best':>8} {'ECE':>7} {'vs best':>8} {'log loss':>9}")
