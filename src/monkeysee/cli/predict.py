@@ -55,6 +55,11 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto; under torchrun a rank's "
                    "cuda is its cuda:LOCAL_RANK")
     declare_outputs(p, cams=check_folder, csv=check_csv)
+    p.add_argument("--log", metavar="DB", help="log each photo as a sighting in the keeper's log (a SQLite "
+                   "file or a postgresql:// URL); resumable: photos already logged are skipped")
+    p.add_argument("--place", help="with --log: where the photos were taken (a listed place, or text)")
+    p.add_argument("--photos-dir", metavar="DIR", help="with --log: the log's photo folder (default: beside "
+                   "a SQLite file, else $MONKEYSEE_PHOTOS)")
 
 
 def _views(text: str) -> list[str]:
@@ -117,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     from monkeysee.runtime import pick_device
 
     check_options(args)
+    if args.log:
+        return _log(args)
     device = distributed.start(pick_device(args.device))
     predictor = Predictor.from_run_dir(args.run_dir, device=str(device), precision=args.precision,
                                        unknown_threshold=args.unknown_threshold, tta=args.tta)
@@ -185,3 +192,24 @@ def _write_cam(pred: Prediction, out: Path) -> None:
     assert pred.overlay is not None and pred.best is not None
     tag = hashlib.sha1(str(pred.source).encode(errors="surrogateescape")).hexdigest()[:8]
     save_png(pred.overlay, out / f"{Path(pred.source).stem}-{tag}.{pred.best.species.label}.png")
+
+
+def _log(args: argparse.Namespace) -> int:
+    """`--log DB`: every photo not yet in the log becomes a sighting with the model's answer."""
+    from monkeysee.predict import Predictor
+    from monkeysee.runtime import pick_device
+    from monkeysee.sightings import Store
+    from monkeysee.sightings.batch import log_folder
+
+    if args.csv or args.json or args.cams:
+        raise ConfigError("--log writes to the keeper's log, not with --csv, --json or --cams",
+                          fix="run predict once for each")
+    store = Store.open(args.log, photos=args.photos_dir)
+    predictor = Predictor.from_run_dir(args.run_dir, device=str(pick_device(args.device)),
+                                       precision=args.precision, unknown_threshold=args.unknown_threshold,
+                                       tta=args.tta)
+    counts = log_folder(store, predictor, iter_inputs(args.photos), run=str(args.run_dir), place=args.place,
+                        batch_size=args.batch_size)
+    print(f"{counts.logged} sightings logged, {counts.already} photos already in the log, "
+          f"{counts.unreadable} unreadable", file=sys.stderr)
+    return 1 if counts.unreadable and not (counts.logged or counts.already) else 0
