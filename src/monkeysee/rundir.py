@@ -279,6 +279,7 @@ class EvalFolder:
         self.photo_plan = path / "photo_plan.json"  # the stored predictions the report shows as photos
         self.unknown_scores = path / "unknown_scores.json"  # detector scores: these photos, and others
         self.faithfulness = path / "faithfulness.json"
+        self.risk_coverage = path / "risk_coverage.png"  # the answer ladder's species rank
 
     def __repr__(self) -> str:
         return f"EvalFolder({str(self.path)!r})"
