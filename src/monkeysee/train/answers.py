@@ -28,6 +28,7 @@ from monkeysee.models.unknown import softmax
 FOLDS = 5
 EPOCHS = 8
 BATCH = 1024
+MIN_STEPS = 16
 SOURCE = "cross-fitted training photos and validation photos"
 
 
@@ -52,13 +53,16 @@ def crossfit_logits(views: np.ndarray, targets: np.ndarray, classes: int, cfg: T
 def _fit_head(x: torch.Tensor, y: torch.Tensor, classes: int, cfg: TrainConfig, epochs: int) -> nn.Module:
     """A linear head trained as the run's head is: AdamW, one-cycle rate, label smoothing."""
     gen = torch.Generator().manual_seed(cfg.seed)
-    head = nn.Linear(x.shape[1], classes)
+    batch_size = min(BATCH, max(16, len(y) // MIN_STEPS))  # small sets still take MIN_STEPS steps an epoch
+    with torch.random.fork_rng(devices=[]):  # the initial weights from the seed, the run's RNG untouched
+        torch.manual_seed(cfg.seed)
+        head = nn.Linear(x.shape[1], classes)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_lr, weight_decay=cfg.weight_decay)
-    steps = epochs * -(-len(y) // BATCH)
+    steps = epochs * -(-len(y) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.head_lr, total_steps=steps, pct_start=0.1)
     loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     for _ in range(epochs):
-        for batch in torch.randperm(len(y), generator=gen).split(BATCH):
+        for batch in torch.randperm(len(y), generator=gen).split(batch_size):
             opt.zero_grad()
             loss(head(x[batch]), y[batch]).backward()
             opt.step()
@@ -73,14 +77,15 @@ def photos_needed(accuracy: float) -> int:
 
 def answer_ladder(cfg: TrainConfig, train_views: np.ndarray, train_targets: np.ndarray,
                   val_probs: np.ndarray, val_targets: np.ndarray, labels: Sequence[str],
-                  taxonomy: Taxonomy | None) -> dict[str, Any] | None:
+                  taxonomy: Taxonomy | None, folds: int = FOLDS,
+                  epochs: int = EPOCHS) -> dict[str, Any] | None:
     """The manifest's `ladder`: a threshold per rank, fitted to `cfg.answer_accuracy` on calibrated
     out-of-fold probabilities of the training photos pooled with the validation photos'. None when
     there are too few photos to vouch for that accuracy at all (`photos_needed`): such a run answers
     every photo at species rank, as a run without a ladder does."""
     if len(train_targets) + len(val_targets) < photos_needed(cfg.answer_accuracy):
         return None
-    logits = crossfit_logits(train_views, train_targets, len(labels), cfg)
+    logits = crossfit_logits(train_views, train_targets, len(labels), cfg, folds, epochs)
     calibrated = cfg.calibration == "temperature"  # as the run's own probabilities are, or not
     oof = softmax(fit_temperature(logits, train_targets).apply(logits) if calibrated else logits)
     probs = np.concatenate([oof, np.asarray(val_probs, dtype=np.float64).reshape(-1, len(labels))])
