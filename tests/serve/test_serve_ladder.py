@@ -84,3 +84,11 @@ def test_the_page_says_the_genus_and_that_the_species_is_uncertain(browser, genu
         assert card.locator("h2").inner_text() == "Simia"
         assert card.locator(".doubt").inner_text().startswith("The species is uncertain: ")
         page.close()
+
+
+def test_the_served_collection_holds_unless_a_request_sends_its_own(genus_run, tmp_path):
+    (tmp_path / "zoo.txt").write_text("bald uakari\n")
+    with TestClient(create_app(ServeConfig(genus_run, collection=str(tmp_path / "zoo.txt")))) as c:
+        a = post(c)
+        assert ([g["label"] for g in a["top"]], a["rank"], a["taxon"]) == (["n2"], "species", "bald uakari")
+        assert post(c, collection="n0,n1")["top"][0]["label"] in {"n0", "n1"}
