@@ -46,6 +46,7 @@ class Manifest:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"bytes", "sha256"}
     calibration: dict[str, Any] = field(default_factory=dict)  # how logits become honest probabilities
     taxonomy: dict[str, Any] | None = None  # the ranks above species (data.taxonomy.Taxonomy.to_dict)
+    ladder: dict[str, Any] | None = None  # {accuracy, ranks, thresholds, source}: the answer ladder
 
     @property
     def num_classes(self) -> int:
@@ -71,6 +72,7 @@ class Manifest:
             "files": self.files,
             "calibration": self.calibration,
             "taxonomy": self.taxonomy,
+            "ladder": self.ladder,
         }
 
     @classmethod
@@ -93,6 +95,7 @@ class Manifest:
             files=dict(d.get("files", {})),
             calibration=dict(d.get("calibration", {})),
             taxonomy=d.get("taxonomy"),
+            ladder=d.get("ladder"),
         )
 
     def replace(self, **changes: Any) -> Manifest:
@@ -202,6 +205,21 @@ def _taxonomy(v: Any) -> str | None:  # noqa: ANN401 - any parsed JSON value
     return _text(v["source"])
 
 
+def _ladder(v: Any) -> str | None:  # noqa: ANN401 - any parsed JSON value
+    if not isinstance(v, dict) or set(v) != {"accuracy", "ranks", "thresholds", "source"}:
+        return "must be an object of accuracy, ranks, thresholds and source"
+    ranks, thresholds = v["ranks"], v["thresholds"]
+    if not (_number(v["accuracy"]) and 0 < v["accuracy"] < 1):
+        return f"accuracy must be in (0, 1), not {v['accuracy']!r}"
+    if not (isinstance(ranks, list) and ranks and ranks[0] == "species"
+            and all(_name(r) is None for r in ranks)):
+        return "ranks must list rank names, species first"
+    if not (isinstance(thresholds, list) and len(thresholds) == len(ranks)
+            and all(_number(t) and 0.5 <= t <= 1.001 for t in thresholds)):
+        return f"thresholds must give each of the {len(ranks)} ranks a number in [0.5, 1]"
+    return _text(v["source"])
+
+
 def _optional(check: Check) -> Check:
     return lambda v: None if v is None else check(v)
 
@@ -260,6 +278,7 @@ _FIELDS: dict[str, tuple[bool, Check]] = {
     "files": (False, _files),
     "calibration": (False, _mapping),
     "taxonomy": (False, _optional(_taxonomy)),
+    "ladder": (False, _optional(_ladder)),
 }
 _SECTIONS = {"unknown": _section(_UNKNOWN, ("name", "threshold")),
              "calibration": _section(_CALIBRATION, ("temperature",))}
@@ -303,6 +322,9 @@ def _validate(d: Any) -> None:  # noqa: ANN401 - parsed JSON
     lineage = (d.get("taxonomy") or {}).get("lineage", {})
     if lineage and set(lineage) != {s["label"] for s in d["species"]}:
         raise _ManifestField("taxonomy.lineage", "does not name exactly the species of the manifest")
+    ladder = d.get("ladder")
+    if ladder and ladder["ranks"][1:] != (d.get("taxonomy") or {}).get("ranks", []):
+        raise _ManifestField("ladder.ranks", "must be species then the ranks of the taxonomy")
     if "num_classes" in d and d["num_classes"] != len(d["species"]):
         raise _ManifestField("num_classes",
                              f"is {d['num_classes']} but {len(d['species'])} species are listed")

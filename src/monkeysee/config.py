@@ -52,6 +52,7 @@ class TrainConfig:
     unknown_calibration: str = "crossfit"  # crossfit (out-of-fold training + val photos) | val
     calibration: str = "temperature"  # temperature | none: how shown probabilities are made honest
     taxonomy: str | None = None  # CSV of the ranks above species; None = genus and family from Latin names
+    answer_accuracy: float = 0.995  # how often answers are right at the rank given (the ladder's thresholds)
 
     def __post_init__(self) -> None:
         """Every setting is checked here, before any photo is read or any layer computed."""
@@ -88,6 +89,7 @@ class TrainConfig:
              "crossfit"),
             (self.calibration in {"temperature", "none"}, "calibration", "temperature or none",
              "temperature"),
+            (0.5 <= self.answer_accuracy < 1.0, "answer_accuracy", "in [0.5, 1)", "0.995"),
         ]
         for ok, name, must, example in checks:
             if not ok:
@@ -144,7 +146,7 @@ RECORDED_BEFORE: dict[str, Any] = {"class_weights": "none"}
 """What a run recorded before a setting existed did: runs trained before class weights used none."""
 
 RESUMABLE = ("data", "workers", "device", "store", "unknown_detector", "unknown_keep", "unknown_calibration",
-             "calibration", "taxonomy")
+             "calibration", "taxonomy", "answer_accuracy")
 """Settings a resumed run may change: where the photos are, how it runs, and what is decided after the
 last epoch. Anything else would mix two recipes in one model."""
 

@@ -14,14 +14,18 @@ import numpy as np
 import torch
 from PIL import Image
 
+from monkeysee.checkpoint import Manifest
+from monkeysee.data.collection import read_collection, restricted
 from monkeysee.data.dataset import decoded_batches
 from monkeysee.data.images import display_path
 from monkeysee.data.quality import Quality, assess
 from monkeysee.data.species import Species
+from monkeysee.data.taxonomy import Taxonomy
 from monkeysee.data.transforms import eval_transform
 from monkeysee.models.calibration import Calibration
 from monkeysee.models.forward import ForwardPass, forward_pass
 from monkeysee.models.hooks import resolve_layer
+from monkeysee.models.ladder import SPECIES, LadderAnswer, Rung, climb, rungs
 from monkeysee.models.unknown import softmax
 from monkeysee.registry import Registry
 from monkeysee.rundir import LoadedRun, RunDir, load_run
@@ -90,6 +94,10 @@ class Prediction:
     quality: Quality | None = None  # None when not assessed
     extras: dict[str, Any] = field(default_factory=dict)
     overlay: np.ndarray | None = field(default=None, repr=False, compare=False)  # heatmap on the photo
+    rank: str | None = None  # the rank answered at ("species", "genus", "family", ...); None: no answer
+    taxon: str | None = None  # the name answered at `rank`; the species' common name at species rank
+    taxon_probability: float | None = None  # the probability of `taxon`: its species' summed
+    unsure: bool = False  # no rank reached its threshold: said as "not one of my species"
 
     @property
     def best(self) -> Guess | None:
@@ -106,7 +114,8 @@ class Prediction:
         """"error", "unknown" (not one of my species), "retake" (take another photo) or "species"."""
         if self.error is not None:
             return "error"
-        return "unknown" if self.unknown else "retake" if self.retake else "species"
+        return "unknown" if self.unknown else "retake" if self.retake else "unknown" if self.unsure \
+            else "species"
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"source": self.source}
@@ -125,6 +134,9 @@ class Prediction:
                                                          "problems": list(self.quality.problems)},
             "verdict": self.verdict,
             "top": [g.to_dict() for g in self.top],
+            "rank": self.rank,
+            "taxon": self.taxon,
+            "taxon_probability": None if self.taxon_probability is None else round(self.taxon_probability, 6),
         }
         return d
 
@@ -142,8 +154,24 @@ class Prediction:
         elif self.unknown:
             head = (f"{source}: NOT ONE OF MY SPECIES "
                     f"(nearest: {best.species.display_name}, {best.probability:.1%})")
+        elif self.unsure:
+            head = (f"{source}: NOT ONE OF MY SPECIES (not sure enough at any rank; "
+                    f"nearest: {best.species.display_name}, {best.probability:.1%})")
+        elif self.rank not in (None, SPECIES):
+            rest = ", ".join(f"{g.species.display_name} {g.probability:.0%}" for g in self.top)
+            return (f"{source}: {self.rank} {self.taxon} {self.taxon_probability or 0:.1%}; "
+                    f"the species is uncertain: {rest}")
         rest = ", ".join(f"{g.species.display_name} {g.probability:.1%}" for g in self.top[1:])
         return head + (f"  | then {rest}" if rest else "")
+
+
+def answer_ladder(manifest: Manifest) -> tuple[tuple[Rung, ...] | None, tuple[float, ...]]:
+    """The rungs and thresholds a run's manifest records; (None, ()) for a run trained without them."""
+    if not manifest.ladder:
+        return None, ()
+    taxonomy = Taxonomy.from_dict(manifest.taxonomy) if manifest.taxonomy else None
+    ladder = rungs([s.label for s in manifest.species], taxonomy)
+    return ladder, tuple(float(t) for t in manifest.ladder["thresholds"])
 
 
 class Predictor:
@@ -158,6 +186,7 @@ class Predictor:
         channels_last: bool = True,
         assess_quality: bool = True,
         tta: Sequence[str] = (),
+        collection: str | Path | None = None,
     ) -> None:
         self.run = run
         self.assess_quality = assess_quality
@@ -174,6 +203,8 @@ class Predictor:
         self.detector = RunDir(run.directory).load_detector(run.manifest)
         if self.detector is not None and unknown_threshold is not None:
             self.detector = self.detector.with_threshold(unknown_threshold)
+        self.ladder, self.thresholds = answer_ladder(run.manifest)
+        self.collection = None if collection is None else read_collection(collection, self.species)
         self.channels_last = channels_last
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -252,6 +283,7 @@ class Predictor:
         top_k: int,
         qualities: Sequence[Quality | None] | None = None,
         species_logits: np.ndarray | None = None,
+        collection: np.ndarray | None = None,
     ) -> list[Prediction]:
         """Top-k species, the unknown verdict and the photo-quality verdict, one row per photo.
 
@@ -261,15 +293,22 @@ class Predictor:
         A photo too poor to judge is called "not one of my species" only when it is unlike the known
         species even for a degraded photo (the detector's `poor_threshold`); otherwise the keeper is
         asked for another photo, with the species as a hint.
+
+        A photo with a species verdict is answered on the answer ladder (`rank`, `taxon`); when no
+        rank reaches its threshold it is "not one of my species" (`unsure`). `collection` (a mask of
+        species; default the predictor's) restricts the species to those it holds (`data.collection`).
         """
         probs = self.probabilities(logits if species_logits is None else species_logits)
-        k = max(1, min(top_k, probs.shape[1]))
+        mask = self.collection if collection is None else collection
+        probs = restricted(probs, mask)
+        k = max(1, min(top_k, probs.shape[1] if mask is None else int(mask.sum())))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         poor = np.array([q is not None and not q.ok for q in (qualities or [None] * len(sources))])
         scores = unknown = None
         if self.detector is not None:
             scores = self.detector.score(logits, feats)
             unknown = self.detector.decide(scores, poor)
+        answers = self.answers(probs)
         out = []
         for i, src in enumerate(sources):
             top = tuple(Guess(int(j), self.species[j], float(probs[i, j])) for j in order[i])
@@ -282,7 +321,23 @@ class Predictor:
                     quality=qualities[i] if qualities is not None else None,
                 )
             )
+            if out[-1].verdict == SPECIES:
+                a = answers[i]
+                out[-1] = replace(out[-1], rank=a.rank, taxon=a.taxon, taxon_probability=a.probability,
+                                  unsure=a.rank is None)
         return out
+
+    def answers(self, probs: np.ndarray) -> list[LadderAnswer]:
+        """Each photo's answer on the ladder; a run trained before it had one answers every photo at
+        species rank."""
+        if self.ladder is None:
+            top = probs.argmax(axis=1)
+            return [LadderAnswer(SPECIES, self.species[j].display_name, float(probs[i, j]))
+                    for i, j in enumerate(top)]
+        found = climb(probs, self.ladder, self.thresholds)
+        named = [self.species[int(j)].display_name for j in probs.argmax(axis=1)]
+        return [replace(a, taxon=name) if a.rank == SPECIES else a
+                for a, name in zip(found, named, strict=True)]
 
     def predict_paths(
         self,

@@ -29,13 +29,16 @@ if TYPE_CHECKING:
     from monkeysee.predict import Prediction
 
 CSV_FIELDS = ["source", "verdict", "species", "latin_name", "label", "probability", "unknown",
-              "unknown_score", "quality", "top", "error"]
+              "unknown_score", "quality", "top", "error", "rank", "taxon", "taxon_probability"]
 
 CSV_ERRORS = "surrogateescape"
 """File names that are not valid UTF-8 (drives written by other systems) go into the (UTF-8) CSV as the
 same bytes, so every photo gets its row and a resumed run recognises it."""
 
 _HEADER = ",".join(CSV_FIELDS).encode() + b"\r\n"
+_ANSWER_FIELDS = ("rank", "taxon", "taxon_probability")
+_BEFORE_LADDER = ",".join(f for f in CSV_FIELDS if f not in _ANSWER_FIELDS).encode()
+"""The header of results files written before answers had a rank and taxon."""
 
 
 def source_key(source: str | Path) -> str:
@@ -49,7 +52,7 @@ def csv_row(pred: Prediction) -> dict[str, str]:
         return {"source": d["source"], "verdict": "error", "error": d["error"]}
     top = "; ".join(f"{g['common_name']} {g['probability']:.4f}" for g in d["top"])
     quality = "ok" if pred.quality is None or pred.quality.ok else "; ".join(pred.quality.problems)
-    fields = {k: d.get(k, "") for k in CSV_FIELDS if k not in {"top", "error", "quality"}}
+    fields = {k: "" if d.get(k) is None else d[k] for k in CSV_FIELDS if k not in {"top", "error", "quality"}}
     return fields | {"quality": quality, "top": top, "error": ""}
 
 
@@ -81,6 +84,10 @@ def _check_own_header(path: Path, flag: str) -> None:
     first = line.rstrip(b"\r")
     if (first == _HEADER.rstrip(b"\r\n")) if newline else _HEADER.startswith(head):
         return
+    if first == _BEFORE_LADDER:
+        raise ConfigError("existing file was written by an earlier monkeysee, without the rank, taxon and "
+                          "taxon_probability columns, so it was left as it is", path=path,
+                          fix=f"choose a new {flag} file (the old one keeps its rows)")
     shown = first.decode("utf-8", "replace")
     raise ConfigError(f"existing file is not a monkeysee results CSV (it starts {shown[:60]!r}, not "
                       f"{_HEADER.decode().strip()!r}), so it was left as it is", path=path,

@@ -282,6 +282,7 @@ class EvalFolder:
         self.features = path / "features.npy"  # pooled features, one row per stored prediction (float16)
         self.species_map = path / "species_map"  # a stem: `SpeciesMap.save` adds .npz and .json
         self.species_map_html = path / "species_map.html"  # `monkeysee map`'s page, unless --out
+        self.risk_coverage = path / "risk_coverage.png"  # the answer ladder's species rank
 
     def __repr__(self) -> str:
         return f"EvalFolder({str(self.path)!r})"

@@ -50,12 +50,12 @@ def test_a_header_cut_by_a_crash_is_ours_and_written_again(tmp_path):
     path = tmp_path / "p.csv"
     path.write_bytes(HEADER.encode()[:9])
     write(path, row("a.jpg"))
-    assert path.read_bytes() == (HEADER + "a.jpg,species,red_monkey,,,,,,,,\r\n").encode()
+    assert path.read_bytes() == (HEADER + "a.jpg,species,red_monkey,,,,,,,,,,,\r\n").encode()
 
 
 def test_a_header_ended_by_a_plain_newline_is_ours(tmp_path):
     path = tmp_path / "p.csv"
-    path.write_text(",".join(CSV_FIELDS) + "\n/x/a.jpg,species,red_monkey,,,,,,,,\n")
+    path.write_text(",".join(CSV_FIELDS) + "\n/x/a.jpg,species,red_monkey,,,,,,,,,,,\n")
     assert ResultsCsv(path).done == {"/x/a.jpg"}
 
 
@@ -148,7 +148,8 @@ def test_part_files_of_a_killed_larger_run_are_merged_once_with_one_row_per_phot
     path = tmp_path / "p.csv"
     write(path, row("/x/a.jpg"), row("/x/b.jpg", "error"))
     part = tmp_path / "p.csv.part1"
-    part.write_text(HEADER + "/x/b.jpg,species,red_monkey,,,,,,,,\r\n/x/c.jpg,species,red_monkey,,,,,,,,\r\n"
+    part.write_text(HEADER + "/x/b.jpg,species,red_monkey,,,,,,,,,,,\r\n"
+                    "/x/c.jpg,species,red_monkey,,,,,,,,,,,\r\n"
                     "/x/d.jpg,spec")  # rank 1 was killed mid-row
     out = ShardedCsv(path)
     assert out.done == {"/x/a.jpg", "/x/b.jpg", "/x/c.jpg"}
@@ -156,3 +157,14 @@ def test_part_files_of_a_killed_larger_run_are_merged_once_with_one_row_per_phot
     assert out.merge() == 2
     assert rows(path) == [("/x/a.jpg", "species"), ("/x/b.jpg", "species"), ("/x/c.jpg", "species")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv"]
+
+
+def test_a_file_written_before_answers_had_a_rank_is_refused_with_the_reason_and_left_as_it_is(tmp_path):
+    path = tmp_path / "old.csv"
+    old = ("source,verdict,species,latin_name,label,probability,unknown,unknown_score,quality,top,error\r\n"
+           "/x/a.jpg,species,red_monkey,,,,,,,,\r\n")
+    path.write_bytes(old.encode())
+    with pytest.raises(ConfigError, match="earlier monkeysee, without the rank, taxon") as e:
+        ResultsCsv(path)
+    assert "choose a new --csv file" in e.value.fix
+    assert path.read_bytes() == old.encode()

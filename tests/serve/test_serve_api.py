@@ -353,7 +353,7 @@ def test_openapi_documents_models_and_errors(client):
 
     assert model("200") == "PredictResponse"
     assert all(model(status) == "ErrorResponse" for status in ("400", "413", "415", "422"))
-    assert {p["name"] for p in op["parameters"]} == {"top_k", "cam", "heatmap"}
+    assert {p["name"] for p in op["parameters"]} == {"top_k", "cam", "heatmap", "collection"}
     assert "multipart/form-data" in op["requestBody"]["content"]
     for path in ("/health", "/api/species"):
         assert "200" in spec["paths"][path]["get"]["responses"]

@@ -51,6 +51,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", metavar="VIEW,...", type=_views, default=[],
                    help="test-time augmentation: also look at these comma-separated views and average "
                         "(hflip, zoom); costs one more pass per view; not with --cams")
+    p.add_argument("--collection", metavar="FILE",
+                   help="species of this zoo or enclosure, one per line (label, common or Latin name): "
+                        "a species outside it is never the answer")
     p.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto; under torchrun a rank's "
                    "cuda is its cuda:LOCAL_RANK")
@@ -126,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
         return _log(args)
     device = distributed.start(pick_device(args.device))
     predictor = Predictor.from_run_dir(args.run_dir, device=str(device), precision=args.precision,
-                                       unknown_threshold=args.unknown_threshold, tta=args.tta)
+                                       unknown_threshold=args.unknown_threshold, tta=args.tta,
+                                       collection=args.collection)
     out = ShardedCsv(Path(args.csv)) if args.csv else None
     skip = out.done if out else set()
     rank, world = distributed.rank(), distributed.size()

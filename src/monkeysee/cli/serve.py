@@ -36,6 +36,8 @@ _HELP = {
     "max_megapixels": "largest photo accepted, in decoded megapixels: guards against decompression bombs",
     "max_batch": "most photos answered in one forward pass when requests arrive together",
     "precision": "inference precision (auto = bf16 where the CPU has it)",
+    "collection": "file of the species of this zoo or enclosure, one per line (label, common or Latin "
+                  "name): a species outside it is never the answer (a request may send its own list)",
     "threads": "CPU threads for the model (default: all cores but one, which is left for receiving, "
                "decoding and answering requests)",
 }

@@ -50,6 +50,8 @@ _HELP: dict[str, str] = {
     "taxonomy": "CSV of the ranks above species: a header 'species,RANK,...' (ranks fine to coarse, e.g. "
                 "genus,family) and a row per species (default: genus from the labels file's Latin names, "
                 "primate families built in)",
+    "answer_accuracy": "how often answers must be right at the rank they are given (species, genus, "
+                       "family...): the answer ladder's thresholds are fitted to it",
 }
 _FLAGS = tuple(_HELP)
 

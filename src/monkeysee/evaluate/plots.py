@@ -313,3 +313,29 @@ def plot_reliability(
     """Reliability diagram from `metrics.reliability_table` rows: accuracy per confidence bin against the
     diagonal, with the photo count per bin below."""
     return _save(_reliability_figure(table, ece, dpi), path)
+
+
+def _risk_coverage_figure(curve: Mapping[str, Sequence[float]], point: tuple[float, float] | None,
+                          dpi: int) -> Figure:
+    fig = _figure(6.0, 4.5, dpi)
+    ax = fig.subplots()
+    ax.plot(curve["coverage"], curve["risk"], color="tab:blue", label="species rank, by top probability")
+    if point is not None:
+        ax.plot(*point, "o", color="tab:red", markersize=7, label="the run's species threshold")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlabel("coverage (photos answered at species rank)")
+    ax.set_ylabel("risk (answers that are wrong)")
+    ax.set_title("Risk–coverage")
+    ax.legend(loc="upper left", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    return fig
+
+
+def plot_risk_coverage(curve: Mapping[str, Sequence[float]], path: str | Path,
+                       point: tuple[float, float] | None = None, *, dpi: int = DPI) -> Path:
+    """The risk–coverage curve of `evaluate.answers.risk_coverage`, with the run's operating point (the
+    coverage and risk of its species threshold) marked."""
+    return _save(_risk_coverage_figure(curve, point, dpi), path)

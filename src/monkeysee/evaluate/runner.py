@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from monkeysee.data.dataset import decoded_batches
 from monkeysee.data.layout import Sample, scan_dataset
 from monkeysee.errors import ConfigError, DataError
+from monkeysee.evaluate.answers import answer_metrics, format_answers, risk_coverage
 from monkeysee.evaluate.interpret import Interpretation
 from monkeysee.evaluate.metrics import compute_metrics, format_metrics_table, reliability_table
 from monkeysee.evaluate.photos import PhotoPlanOptions, plan_photos
@@ -22,10 +23,12 @@ from monkeysee.evaluate.plots import (
     plot_confused_block,
     plot_confusion_matrix,
     plot_reliability,
+    plot_risk_coverage,
     plot_top_losses,
 )
 from monkeysee.evaluate.unknown import UnknownScores
 from monkeysee.io import atomic_write_bytes
+from monkeysee.models.ladder import SPECIES, rungs
 from monkeysee.predict import Predictor
 from monkeysee.rundir import EvalFolder, RunDir
 
@@ -106,6 +109,7 @@ def evaluate_run(
     metrics |= {"split": split, "unreadable": errors, "run": str(run_dir)}
     name = Path(split).name if split not in RUN_SPLITS and split != "validation" else split
     out = RunDir(run_dir).eval(name)
+    metrics["answers"] = _answers(predictor, logits, feats, probs, targets, out)
     interp.save(out.predictions)
     write_features(out, feats)
     out.write_json(out.metrics, metrics)
@@ -125,6 +129,7 @@ def evaluate_run(
         keys = ("n", "accuracy", "accuracy_ci95", "top3_accuracy", "macro_f1", "log_loss", "ece")
         RunDir(run_dir).record_metrics("test", {k: metrics[k] for k in keys if k in metrics})
     log(format_metrics_table(metrics))
+    log(format_answers(metrics["answers"]))
     log(f"evaluation written to {out.path}")
     return metrics
 
@@ -134,6 +139,23 @@ def write_features(out: EvalFolder, feats: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, feats.astype(np.float16))
     atomic_write_bytes(out.features, buf.getvalue())
+
+
+def _answers(predictor: Predictor, logits: np.ndarray, feats: np.ndarray, probs: np.ndarray,
+             targets: np.ndarray, out: EvalFolder) -> dict[str, Any]:
+    """The answers as `predict` gives them (the unknown detector included, photo quality not judged):
+    coverage and accuracy per rank of the answer ladder, and the species rank's risk–coverage curve,
+    drawn into `out`."""
+    preds = predictor.decide(logits, feats, [""] * len(targets), top_k=1)
+    ladder = predictor.ladder or rungs([s.label for s in predictor.species], None)
+    names = [s.display_name for s in predictor.species]
+    d = answer_metrics([p.rank for p in preds], [p.taxon for p in preds], targets, ladder, names)
+    curve = risk_coverage(probs, targets)
+    species = d["ranks"][SPECIES]
+    point = None if species["accuracy"] is None else (species["coverage"], 1 - species["accuracy"])
+    plot_risk_coverage(curve, out.risk_coverage, point)
+    return d | {"thresholds": dict(zip([r.rank for r in ladder], predictor.thresholds, strict=False)),
+                "risk_coverage": curve}
 
 
 def _write_confusion_csv(path: Path, cm: np.ndarray, names: list[str]) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
+import numpy as np
 from fastapi import FastAPI, File, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -34,9 +35,10 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from monkeysee import __version__
+from monkeysee.data.collection import collection_mask
 from monkeysee.data.images import PhotoHeader, read_header
 from monkeysee.data.preprocess import Preprocess
-from monkeysee.errors import ImageError
+from monkeysee.errors import ConfigError, ImageError
 from monkeysee.predict import Predictor
 from monkeysee.runtime import trim_malloc
 from monkeysee.serve.config import MB, ServeConfig
@@ -107,6 +109,7 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
     service = service or PhotoService.from_run_dir(
         config.run_dir, max_pixels=config.max_pixels, max_batch=config.max_batch,
         unknown_threshold=config.unknown_threshold, precision=config.precision,
+        collection=config.collection,
     )
     predictor = service.predictor
     manifest = predictor.run.manifest
@@ -159,8 +162,13 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
                                            description="how many guesses to list (default: --top-k)")] = None,
         cam: Annotated[bool, Query(description="include the Grad-CAM overlay")] = True,
         heatmap: Annotated[bool, Query(description="also the map alone, on the photo's shape")] = False,
+        collection: Annotated[str | None, Query(
+            max_length=10_000, description="comma-separated species (labels, common or Latin names) of "
+            "this zoo or enclosure: a species outside them is never the answer (default: the served "
+            "collection, else every species)")] = None,
     ) -> PredictResponse:
         start = time.perf_counter()
+        mask = _collection(collection, predictor)
         if not workers:
             workers.append(anyio.Semaphore(config.max_concurrent))
         name = _name(photo)
@@ -172,7 +180,7 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
             header = await anyio.to_thread.run_sync(_header, data, name, config, service.preprocess)
             async with budget.reserve(photo_cost(header)):
                 work = functools.partial(service.answer, data, name, top_k or config.top_k, cam, heatmap,
-                                         header=header)
+                                         header=header, collection=mask)
                 answer = await anyio.to_thread.run_sync(work)
         response.headers["server-timing"] = f"total;dur={(time.perf_counter() - start) * 1000:.1f}"
         response.headers["cache-control"] = "no-store"
@@ -195,6 +203,18 @@ def _fastapi(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]) -
         lifespan=lifespan,
         redirect_slashes=False,  # its redirects are absolute URLs built from the client's Host header
     )
+
+
+def _collection(names: str | None, predictor: Predictor) -> np.ndarray | None:
+    """The species mask a request's `collection` lists, or None (the served one); a name the model does
+    not know is a 422 naming it."""
+    if names is None:
+        return None
+    try:
+        return collection_mask([n for n in names.split(",") if n.strip()], predictor.species,
+                               where="collection")
+    except ConfigError as exc:
+        raise PhotoRejected(422, "unknown_species", exc.problem, exc.fix) from None
 
 
 def _species_list(predictor: Predictor) -> SpeciesList:
@@ -259,6 +279,7 @@ def _response(answer: Answer, detector: DetectorInfo | None) -> PredictResponse:
         unknown=d["unknown"], unknown_score=d["unknown_score"], detector=detector,
         quality=Quality(**d["quality"]) if d.get("quality") else None, verdict=d["verdict"],
         top=[Guess(**g) for g in d["top"]], photo=Photo(width=answer.width, height=answer.height), cam=cam,
+        rank=d.get("rank"), taxon=d.get("taxon"), taxon_probability=d.get("taxon_probability"),
     )
 
 

@@ -41,6 +41,7 @@ class ServeConfig:
     token: str | None = field(default=None, repr=False)  # required on every /api call when set
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     threads: int | None = None  # torch threads; the command sets them, the app does not
+    collection: str | None = None  # file of this zoo's species, one per line (data.collection)
 
     def __post_init__(self) -> None:
         """Every limit checked here, once, whether the command or code built the config."""

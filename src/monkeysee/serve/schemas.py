@@ -98,11 +98,18 @@ class PredictResponse(_Model):
                                                     "null when the model has no detector")
     detector: DetectorInfo | None
     quality: Quality | None = Field(default=None, description="is the photo good enough to judge?")
-    verdict: str = Field(description="'species', 'unknown' (not one of my species) or 'retake' (the photo "
-                                     "is too poor to judge: take another; the species is only a hint)")
+    verdict: str = Field(description="'species' (answered at `rank`), 'unknown' (not one of my species, "
+                                     "or not sure enough at any rank) or 'retake' (the photo is too poor to "
+                                     "judge: take another; the species is only a hint)")
     top: list[Guess]
     photo: Photo
     cam: Cam | None = Field(default=None, description="null when cam=false")
+    rank: str | None = Field(default=None, description="the rank the answer is given at: 'species', "
+                             "'genus', 'family', ...; null when the verdict is not 'species' (no answer)")
+    taxon: str | None = Field(default=None, description="the name answered at `rank` (the species' common "
+                              "name at species rank, e.g. 'Callitrichidae' at family rank); null with rank")
+    taxon_probability: float | None = Field(default=None, ge=0.0, le=1.0,
+                                            description="probability of `taxon`: its species' sum")
 
 
 class Health(_Model):

@@ -121,10 +121,12 @@ class PhotoService:
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, *, max_pixels: int, max_batch: int = 8,
-                     unknown_threshold: float | None = None, precision: str = "auto") -> PhotoService:
+                     unknown_threshold: float | None = None, precision: str = "auto",
+                     collection: str | Path | None = None) -> PhotoService:
         """Load a run; `unknown_threshold` overrides its detector's threshold, and for a run without one
         calls photos unknown when 1 - top probability is above it (max-softmax)."""
-        predictor = Predictor.from_run_dir(run_dir, precision=precision, unknown_threshold=unknown_threshold)
+        predictor = Predictor.from_run_dir(run_dir, precision=precision, unknown_threshold=unknown_threshold,
+                                           collection=collection)
         if predictor.detector is None and unknown_threshold is not None:
             predictor.detector = UnknownDetector("max_softmax", float(unknown_threshold), None)
         return cls(predictor, max_pixels=max_pixels, max_batch=max_batch)
@@ -163,16 +165,19 @@ class PhotoService:
             raise rejection(exc) from None
 
     def answer(self, data: bytes, name: str = "upload", top_k: int = 3, cam: bool = True,
-               heatmap: bool = False, header: PhotoHeader | None = None) -> Answer:
+               heatmap: bool = False, header: PhotoHeader | None = None,
+               collection: np.ndarray | None = None) -> Answer:
         """Predict the species of one uploaded photo, with its Grad-CAM when `cam`; `header` is the
-        upload's, where the caller read it already (the answer reports the photo's own upright size)."""
+        upload's, where the caller read it already (the answer reports the photo's own upright size).
+        `collection` (a species mask) replaces the served collection for this photo."""
         header = header or self.header(data, name)
         image = self.read(data, name)
         job = self._worker.submit(_Job(image, cam))
         quality = self.predictor.assess(image)  # in this request thread, while the model works
         out = job.result()
         k = max(1, min(top_k, len(self.predictor.species)))
-        prediction = self.predictor.decide(out.logits[None], out.features[None], [name], k, [quality])[0]
+        prediction = self.predictor.decide(out.logits[None], out.features[None], [name], k, [quality],
+                                           collection=collection)[0]
         images = None
         if out.cam is not None:
             target = int(np.argmax(out.logits))

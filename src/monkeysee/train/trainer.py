@@ -20,10 +20,10 @@ from monkeysee.data.layout import DataIndex, scan_dataset
 from monkeysee.data.taxonomy import Taxonomy, resolve_taxonomy
 from monkeysee.errors import CheckpointError, ConfigError
 from monkeysee.models import Classifier, create_model, get_backbone
-from monkeysee.models.unknown import DETECTORS
+from monkeysee.models.unknown import DETECTORS, softmax
 from monkeysee.rundir import CONFIG, CURVES, RunDir
 from monkeysee.runtime import pick_device, resolve_precision, seed_everything
-from monkeysee.train import finish
+from monkeysee.train import answers, finish
 from monkeysee.train.features import Encoder
 from monkeysee.train.loop import BestCheckpoint, EarlyStopping, Loop, Phase, Progress, ProgressLog
 from monkeysee.train.phases import FinetunePhase, HeadPhase
@@ -294,6 +294,10 @@ class Trainer:
         calibration = finish.calibration(cfg, val_logits, val_targets)
         detector = finish.unknown_detector(cfg, train_views, splits["train"].targets.numpy(), val_logits,
                                            val_feats.numpy())
+        ladder = answers.answer_ladder(cfg, train_views, splits["train"].targets.numpy(),
+                                       softmax(calibration.apply(val_logits)), val_targets,
+                                       [s.label for s in index.species], taxonomy)
+        log(answers.described(cfg, ladder))
         best = p.best_row()
         validated = len(val_targets) > 0
         manifest = Manifest(
@@ -311,6 +315,7 @@ class Trainer:
             data_fingerprint=index.fingerprint(),
             calibration=calibration.to_dict(),
             taxonomy=None if taxonomy is None else taxonomy.to_dict(),
+            ladder=ladder,
         )
         plot_training_curves(p.history, self.run_dir.file(CURVES))
         self.run_dir.save_checkpoint(model.to(memory_format=torch.contiguous_format), manifest, detector)

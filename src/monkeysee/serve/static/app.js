@@ -157,6 +157,17 @@ function confidence(p) {
   return wrap;
 }
 
+function rankCard(a) {
+  // an answer at a rank above species: the taxon, then the species it may be
+  const card = el("div", null, "answer rank-answer");
+  card.append(el("p", `This looks like a member of the ${a.rank}`, "lead"), el("h2", a.taxon, "common taxon"));
+  card.append(confidence(a.taxon_probability));
+  const doubt = el("p", "The species is uncertain: ", "doubt");
+  doubt.append(a.top.map((g) => `${g.common_name} ${percent(g.probability)}`).join(", "));
+  card.append(doubt);
+  return card;
+}
+
 function showAnswer(a) {
   const parts = [];
   if (a.verdict === "retake") {
@@ -170,17 +181,21 @@ function showAnswer(a) {
     hint.append("It looks most like ", names(a.top[0]), ", but treat that as a hint only.");
     box.append(hint);
     parts.push(box);
-  } else if (a.unknown) {
+  } else if (a.unknown || a.verdict === "unknown") {
     const box = el("div", null, "unknown");
     box.append(
       el("h2", "Not one of my species"),
-      el("p", "This photo does not look like any of the monkeys I was trained on: it may be another " +
-              "animal."),
+      el("p", a.unknown
+        ? "This photo does not look like any of the monkeys I was trained on: it may be another animal."
+        : "I am not confident enough to name it, not even its genus or family: it may be an animal " +
+          "I do not know."),
     );
     const hint = el("p", null, "hint");
     hint.append("Nearest species I know: ", names(a.top[0]), ". Treat that as a hint only.");
     box.append(hint);
     parts.push(box);
+  } else if (a.rank && a.rank !== "species") {
+    parts.push(rankCard(a));
   } else {
     const card = el("div", null, "answer");
     card.append(el("p", "This looks like", "lead"), el("h2", a.species, "common"));
