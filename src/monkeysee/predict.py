@@ -20,6 +20,7 @@ from monkeysee.data.quality import Quality, assess
 from monkeysee.data.species import Species
 from monkeysee.data.transforms import eval_transform
 from monkeysee.models.calibration import Calibration
+from monkeysee.models.evidence import Evidence
 from monkeysee.models.forward import ForwardPass, forward_pass
 from monkeysee.models.hooks import resolve_layer
 from monkeysee.models.unknown import softmax
@@ -90,6 +91,7 @@ class Prediction:
     quality: Quality | None = None  # None when not assessed
     extras: dict[str, Any] = field(default_factory=dict)
     overlay: np.ndarray | None = field(default=None, repr=False, compare=False)  # heatmap on the photo
+    evidence: Evidence | None = None  # nearest training photos; None for a run without an evidence bank
 
     @property
     def best(self) -> Guess | None:
@@ -126,6 +128,7 @@ class Prediction:
             "verdict": self.verdict,
             "top": [g.to_dict() for g in self.top],
         }
+        d["evidence"] = None if self.evidence is None else self.evidence.to_dict()
         return d
 
     def line(self) -> str:
@@ -143,7 +146,8 @@ class Prediction:
             head = (f"{source}: NOT ONE OF MY SPECIES "
                     f"(nearest: {best.species.display_name}, {best.probability:.1%})")
         rest = ", ".join(f"{g.species.display_name} {g.probability:.1%}" for g in self.top[1:])
-        return head + (f"  | then {rest}" if rest else "")
+        check = "  | CHECK THIS ONE" if self.evidence is not None and self.evidence.check else ""
+        return head + (f"  | then {rest}" if rest else "") + check
 
 
 class Predictor:
@@ -174,6 +178,7 @@ class Predictor:
         self.detector = RunDir(run.directory).load_detector(run.manifest)
         if self.detector is not None and unknown_threshold is not None:
             self.detector = self.detector.with_threshold(unknown_threshold)
+        self.evidence = RunDir(run.directory).load_evidence(run.manifest)
         self.channels_last = channels_last
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -270,6 +275,8 @@ class Predictor:
         if self.detector is not None:
             scores = self.detector.score(logits, feats)
             unknown = self.detector.decide(scores, poor)
+        ranked = np.argsort(-probs, axis=1, kind="stable")[:, :2]
+        evidence = self.evidence.bank.explain(feats, ranked) if self.evidence is not None else None
         out = []
         for i, src in enumerate(sources):
             top = tuple(Guess(int(j), self.species[j], float(probs[i, j])) for j in order[i])
@@ -280,6 +287,7 @@ class Predictor:
                     unknown=bool(unknown[i]) if unknown is not None else False,
                     unknown_score=float(scores[i]) if scores is not None else None,
                     quality=qualities[i] if qualities is not None else None,
+                    evidence=evidence[i] if evidence is not None else None,
                 )
             )
         return out
