@@ -17,6 +17,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="photos per forward pass")
     p.add_argument("--workers", type=int, default=2, help="threads decoding photos")
     p.add_argument("--device", default="cpu", help="torch device for the forward pass")
+    p.add_argument("--store", type=Path, default=None,
+                   help="the feature store the run trained with: read the pooled features from it")
 
 
 @command("evidence", help="Build the nearest-training-photo evidence (features and thumbnails) of a run",
@@ -24,5 +26,6 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from monkeysee.train.evidence import rebuild
 
-    rebuild(args.run_dir, args.data, batch_size=args.batch_size, workers=args.workers, device=args.device)
+    rebuild(args.run_dir, args.data, batch_size=args.batch_size, workers=args.workers, device=args.device,
+            store=args.store)
     return 0

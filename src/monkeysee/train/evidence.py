@@ -16,18 +16,22 @@ import numpy as np
 import torch
 from PIL import Image
 
+from monkeysee.config import TrainConfig
 from monkeysee.data.dataset import decoded_batches
 from monkeysee.data.images import load_rgb
 from monkeysee.data.layout import DataIndex, Sample
 from monkeysee.data.thumbnails import pack, placeholder, thumbnail
 from monkeysee.data.transforms import eval_transform
 from monkeysee.errors import MonkeyseeError
+from monkeysee.models import get_backbone
 from monkeysee.models.calibration import Calibration
 from monkeysee.models.evidence import EvidenceBank, confusion_partners
 from monkeysee.models.forward import forward_pass
 from monkeysee.models.unknown import softmax
-from monkeysee.rundir import LoadedRun, RunDir
+from monkeysee.rundir import THUMBNAILS, LoadedRun, RunDir
 from monkeysee.runtime import checked_precision
+from monkeysee.train.features import Encoder
+from monkeysee.train.pooled import Pooler
 
 Log = Callable[[str], None]
 
@@ -55,23 +59,48 @@ def _thumbnail_of(path: Path) -> bytes:
 
 
 def rebuild(run_dir: str | Path, data: str | Path | None = None, batch_size: int = 32, workers: int = 2,
-            device: str = "cpu", log: Log = print) -> EvidenceBank:
+            device: str = "cpu", store: str | Path | None = None, log: Log = print) -> EvidenceBank:
     """(Re)build the evidence of a finished run from its recorded splits (photos under `data` when they
-    moved): one pass of the model over the training and validation photos."""
+    moved): one pass of the model over the training and validation photos, or, with the feature `store`
+    the run trained with, their pooled features read from it (only thumbnails are made)."""
     run = RunDir(run_dir)
     loaded = run.load(device)
     index = run.read_splits(data)
     train, val = index.split("train"), index.split("val")
-    log(f"evidence: {len(train)} training and {len(val)} validation photos through the model")
-    train_feats, _, thumbs = _pass(loaded, train, batch_size, workers)
-    _, val_logits, _ = _pass(loaded, val, batch_size, workers)
+    thumbs: list[bytes] | None = None
+    if store is not None:
+        log(f"evidence: pooled features of {len(train)} training and {len(val)} validation photos, {store}")
+        train_feats, val_logits, kept = _stored(run, loaded, index, Path(store), log)
+        train = [train[i] for i in kept]
+    else:
+        log(f"evidence: {len(train)} training and {len(val)} validation photos through the model")
+        train_feats, _, thumbs = _pass(loaded, train, batch_size, workers)
+        _, val_logits, _ = _pass(loaded, val, batch_size, workers)
     calibration = Calibration.from_dict(loaded.manifest.calibration) if loaded.manifest.calibration \
         else Calibration()
     val_probs = softmax(calibration.apply(val_logits)) if len(val) else np.zeros((0, len(index.species)))
     bank = save_evidence(run, index, train, train_feats, val_probs,
                          np.array([s.target for s in val], dtype=np.int64), thumbs)
-    log(f"evidence: {len(bank)} photos, {len(b''.join(thumbs)) / 1e6:.1f} MB of thumbnails in {run.path}")
+    size = run.file(THUMBNAILS).stat().st_size
+    log(f"evidence: {len(bank)} photos, {size / 1e6:.1f} MB of thumbnails in {run.path}")
     return bank
+
+
+def _stored(run: RunDir, loaded: LoadedRun, index: DataIndex, store: Path,
+            log: Log) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """View 0's pooled features of the training photos, the validation photos' logits, and which training
+    photos the store kept, read from the run's feature store (what is missing there is computed)."""
+    cfg = TrainConfig.from_recorded(run.read_config() or {})
+    spec, model = get_backbone(cfg.backbone), loaded.model
+    cut = len(model.body) - (cfg.unfreeze if cfg.unfreeze is not None else spec.default_unfreeze)
+    device = next(model.parameters()).device
+    precision = str(loaded.manifest.metrics.get("precision", "fp32"))
+    splits, _ = Encoder(cfg, spec, store, precision, device).splits(model.body[:cut], cut, index, log)
+    pooler = Pooler(model, model.body[cut:], precision, device)
+    train, val = pooler.views(splits["train"], 1), pooler.views(splits["val"], 1)
+    with torch.no_grad():
+        val_logits = model.head.fc(val.to(device)).float().cpu().numpy()
+    return train.numpy(), val_logits, splits["train"].indices.tolist()
 
 
 def _pass(loaded: LoadedRun, samples: Sequence[Sample], batch_size: int,
