@@ -95,3 +95,12 @@ def test_evidence_files_that_do_not_match_the_manifest_are_refused(tiny_run: Pat
     (copy / EVIDENCE).write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match=r"evidence\.safetensors"):
         RunDir(copy).load_evidence()
+
+
+def test_explain_prints_and_draws_the_evidence(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    photo = RunDir(tiny_run).read_splits().train[0].path
+    assert main(["explain", str(tiny_run), str(photo), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "nearest training photos" in printed and "#0 1.00" in printed
+    drawn = Image.open(tmp_path / "out" / f"{photo.stem}__evidence.png")
+    assert drawn.format == "PNG" and drawn.width > 300
