@@ -360,6 +360,7 @@ class EvalFolder:
         self.photo_plan = path / "photo_plan.json"  # the stored predictions the report shows as photos
         self.unknown_scores = path / "unknown_scores.json"  # detector scores: these photos, and others
         self.faithfulness = path / "faithfulness.json"
+        self.evidence = path / "evidence.json"  # the "check this one" flag's figures and a few examples
 
     def __repr__(self) -> str:
         return f"EvalFolder({str(self.path)!r})"
