@@ -34,12 +34,15 @@ class EvidenceSection(Section):
             return note("The evaluation stored no evidence: run monkeysee evaluate RUN_DIR again.")
         on, off = stored.get("wrong_if_flagged"), stored.get("wrong_if_not_flagged")
         ratio = f" ({on / off:.1f} times as often)" if on is not None and off else ""
-        text = (f"Each answer comes with the {len(evidence.bank):,} training photos' nearest ones. On "
-                f"{stored['photos']} test photos the nearest training photos outvoted the answer on "
-                f"{stored['flagged']} ({pct(stored['flagged'] / max(1, stored['photos']))}): those are "
-                f"marked <b>check this one</b>. Flagged answers were wrong {pct(on)} of the time, the others "
-                f"{pct(off)}{ratio}; {stored['errors_flagged']} of the {stored['wrong']} wrong answers were "
-                f"flagged.")
+        text = (f"Each answer is shown with its nearest photos among the {len(evidence.bank):,} training "
+                f"photos. On {stored['photos']} test photos the nearest training photos outvoted the answer "
+                f"on {stored['flagged']} ({pct(stored['flagged'] / max(1, stored['photos']))}): those are "
+                f"marked <b>check this one</b>. ")
+        if on is None:
+            text += f"{stored['wrong']} answers were wrong, none of them flagged."
+        else:
+            text += (f"Flagged answers were wrong {pct(on)} of the time, the others {pct(off)}{ratio}; "
+                     f"{stored['errors_flagged']} of the {stored['wrong']} wrong answers were flagged.")
         cards = [_example(ctx, ex, evidence.thumbnails) for ex in stored.get("examples", [])]
         return para(text) + f'<div class="cards">{"".join(cards)}</div>'
 
