@@ -85,3 +85,27 @@ def test_a_run_without_evidence_answers_null_and_404(run_dir: Path, make_photo) 
         assert r.status_code == 200 and r.json()["evidence"] is None
         r = c.get("/api/evidence/0")
         assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
+@pytest.mark.browser
+def test_page_shows_the_nearest_training_photos(browser, evidence_run: Path, serve, make_photo,
+                                                tmp_path: Path) -> None:
+    from tests.serve.test_serve_browser import upload
+
+    photo = tmp_path / "monkey.jpg"
+    photo.write_bytes(make_photo((160, 120), seed=30))
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    with serve(create_app(ServeConfig(evidence_run))) as url:
+        upload(page, url, photo)
+        block = page.locator("#result .evidence")
+        assert block.locator("h3").count() == 2 and "Nearest" in block.locator("h3").first.inner_text()
+        images = block.locator("img")
+        assert images.count() == 4  # two training photos of each of the two species
+        page.wait_for_function("[...document.querySelectorAll('#result .evidence img')]"
+                               ".every((i) => i.complete && i.naturalWidth > 0)")
+        assert images.first.get_attribute("src").startswith("blob:")
+        assert "similar" in block.locator("figcaption").first.inner_text()
+    page.close()
+    assert errors == []
