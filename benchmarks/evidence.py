@@ -5,9 +5,10 @@
 
 `speed`, in this one run, on a bank of N x 1280 features (EfficientNet-Lite0's pooled width) of S species:
 
-* evidence: `EvidenceBank.explain` for one answer (exact: one float32 matrix-vector product, the 5 nearest
-  photos for the vote and the 3 nearest of the answer and of the runner-up, ties by row), and per answer
-  in a batch of 16;
+* evidence: `EvidenceBank.explain` for one answer (exact: a bfloat16 pass over the bank picks candidates,
+  scored again in float32; the 5 nearest photos for the vote and the 3 nearest of the answer and of the
+  runner-up, ties by row), per answer in a batch of 16, and with one float32 pass instead (CPUs
+  without bfloat16 take that path);
 * torch: `NeighbourBank.nearest` (the kNN detector's exact search) for the vote's 5 nearest only;
 * faiss Flat: `IndexFlatIP.search` for the vote's 5 nearest, plus one `IDSelectorBatch` search per shown
   species (the same work as `explain`);
@@ -64,6 +65,10 @@ def speed(photos: int, species: int, repeats: int) -> None:
     rows["evidence, 1 answer"] = timed(lambda: bank.explain(query, ranked), repeats)
     rows["evidence, per answer in 16"] = timed(lambda: bank.explain(batch, ranked.repeat(16, 0)),
                                                max(3, repeats // 8)) / 16
+    if bank.coarse is not None:
+        plain = EvidenceBank(feats, targets, bank.partners, bank.species)
+        plain.coarse = None
+        rows["evidence, float32 only, 1 answer"] = timed(lambda: plain.explain(query, ranked), repeats)
     torch_bank = NeighbourBank(bank.features)
     rows["torch NeighbourBank, vote only"] = timed(lambda: torch_bank.nearest(query, VOTERS), repeats)
     try:

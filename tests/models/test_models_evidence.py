@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from monkeysee.data.species import Species
 from monkeysee.models.evidence import EvidenceBank, confusion_partners, top_rows
@@ -79,3 +80,24 @@ def test_confusion_partners_from_soft_counts() -> None:
 def test_bank_refuses_mismatched_arrays() -> None:
     with pytest.raises(ValueError, match="targets"):
         EvidenceBank(np.ones((3, 2)), np.zeros(2), np.zeros(3), SPECIES)
+
+
+def test_bfloat16_candidates_then_float32_give_the_exact_answer() -> None:
+    rng = np.random.default_rng(1)
+    feats = np.abs(rng.normal(size=(3000, 64))).astype(np.float32)  # all alike: many near-ties
+    feats[1500:1600] = feats[:100]  # and exact ties, broken by the lower row
+    targets = rng.integers(0, 20, len(feats))
+    species = [Species(f"s{i}", f"s{i}") for i in range(20)]
+    b = EvidenceBank(feats, targets, np.arange(20), species)
+    b.coarse = torch.from_numpy(b.features).bfloat16()  # the bfloat16 path, whatever this CPU has
+    queries = np.concatenate([feats[:20], np.abs(rng.normal(size=(20, 64)))]).astype(np.float32)
+    ranked = np.stack([rng.permutation(20)[:2] for _ in queries])
+    fast = b.explain(queries, ranked)
+    exact = b.similarities(queries)
+    for ev, sims, order in zip(fast, exact, ranked, strict=True):
+        for shown, s in zip(ev.species, order, strict=True):
+            want = b.nearest_of(sims, int(s))
+            assert [n.row for n in shown.nearest] == [n.row for n in want]
+            np.testing.assert_allclose([n.similarity for n in shown.nearest], [n.similarity for n in want],
+                                       atol=1e-6)
+        assert ev.vote == b.vote(sims)[0]
