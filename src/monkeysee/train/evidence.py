@@ -20,6 +20,7 @@ from monkeysee.config import TrainConfig
 from monkeysee.data.dataset import decoded_batches
 from monkeysee.data.images import load_rgb
 from monkeysee.data.layout import DataIndex, Sample
+from monkeysee.data.preprocess import Preprocess
 from monkeysee.data.thumbnails import pack, placeholder, thumbnail
 from monkeysee.data.transforms import eval_transform
 from monkeysee.errors import MonkeyseeError
@@ -38,22 +39,24 @@ Log = Callable[[str], None]
 
 def save_evidence(run: RunDir, index: DataIndex, samples: Sequence[Sample], features: np.ndarray,
                   val_probs: np.ndarray, val_targets: np.ndarray,
-                  thumbs: Sequence[bytes] | None = None, workers: int = 2) -> EvidenceBank:
+                  thumbs: Sequence[bytes] | None = None, workers: int = 2,
+                  preprocess: Preprocess | None = None) -> EvidenceBank:
     """Write the evidence of `samples` (the training photos, in the rows of `features`) into `run`;
-    their thumbnails are made from the photos unless given."""
+    their thumbnails are made from the photos unless given (decoded no larger than the model's
+    `preprocess` needs, which for a JPEG skips most of the decoding)."""
     partners = confusion_partners(val_probs, val_targets, len(index.species))
     bank = EvidenceBank(features, np.array([s.target for s in samples]), partners, index.species)
     if thumbs is None:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            thumbs = list(pool.map(_thumbnail_of, [s.path for s in samples]))
+            thumbs = list(pool.map(lambda s: _thumbnail_of(s.path, preprocess), samples))
     blob, offsets = pack(thumbs)
     run.save_evidence(bank, blob, offsets, [index.relative(s.path) for s in samples])
     return bank
 
 
-def _thumbnail_of(path: Path) -> bytes:
+def _thumbnail_of(path: Path, preprocess: Preprocess | None) -> bytes:
     try:
-        return thumbnail(load_rgb(path))
+        return thumbnail(load_rgb(path, preprocess=preprocess))
     except MonkeyseeError:
         return placeholder()
 
@@ -80,7 +83,8 @@ def rebuild(run_dir: str | Path, data: str | Path | None = None, batch_size: int
         else Calibration()
     val_probs = softmax(calibration.apply(val_logits)) if len(val) else np.zeros((0, len(index.species)))
     bank = save_evidence(run, index, train, train_feats, val_probs,
-                         np.array([s.target for s in val], dtype=np.int64), thumbs)
+                         np.array([s.target for s in val], dtype=np.int64), thumbs, workers,
+                         loaded.manifest.preprocess)
     size = run.file(THUMBNAILS).stat().st_size
     log(f"evidence: {len(bank)} photos, {size / 1e6:.1f} MB of thumbnails in {run.path}")
     return bank

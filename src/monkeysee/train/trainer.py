@@ -317,7 +317,8 @@ class Trainer:
         self.run_dir.save_checkpoint(model.to(memory_format=torch.contiguous_format), manifest, detector)
         kept = splits["train"].indices.tolist()  # the evidence: view 0 of each kept training photo
         save_evidence(self.run_dir, index, [index.train[i] for i in kept], train_views[:len(kept)],
-                      softmax(calibration.apply(val_logits)), val_targets, workers=cfg.workers)
+                      softmax(calibration.apply(val_logits)), val_targets, workers=cfg.workers,
+                      preprocess=self.spec.preprocess)
         shown = f"val acc {best['val_acc']:.4f}" if validated else "no validation photos"
         log(f"best: {p.best_phase} epoch {p.best_epoch}, {shown}; temperature {calibration.temperature:.3f}; "
             f"unknown detector {detector.name} keeps {cfg.unknown_keep:.0%} of known photos "
