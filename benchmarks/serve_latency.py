@@ -6,6 +6,8 @@ machine: the same load without micro-batching (--max-batch 1), and without the C
 
     python benchmarks/serve_latency.py --run runs/lite0            # a trained efficientnet_lite0
     python benchmarks/serve_latency.py                              # builds a random one (same cost)
+    python benchmarks/serve_latency.py --species 100 --evidence 10000   # 100 species, an evidence bank of
+                                                                    # 10,000 photos, and the same run without
 
 Bounded: at most --requests per client and --time-limit seconds per configuration.
 """
@@ -52,8 +54,9 @@ class Load:
                            if self.server_cpu is not None and self.latencies else float("nan"))}
 
 
-def build_run(directory: Path) -> Path:
-    """A random-weight efficientnet_lite0 run with 10 species at 224 px: the cost of a trained one."""
+def build_run(directory: Path, count: int = 10, evidence: int = 0) -> Path:
+    """A random-weight efficientnet_lite0 run with `count` species at 224 px: the cost of a trained one;
+    with `evidence`, an evidence bank of that many random training photos (96 px thumbnails)."""
     import torch
 
     from monkeysee.checkpoint import Manifest
@@ -63,10 +66,23 @@ def build_run(directory: Path) -> Path:
 
     torch.manual_seed(0)
     spec = get_backbone("efficientnet_lite0")
-    species = tuple(Species(f"n{i}", f"species_{i}", f"genus species{i}") for i in range(10))
+    species = tuple(Species(f"n{i}", f"species_{i}", f"genus species{i}") for i in range(count))
     manifest = Manifest(backbone=spec.name, species=species, preprocess=spec.preprocess,
                         explain_layer=spec.explain_layer)
-    RunDir(directory).save_checkpoint(create_model(spec.name, num_classes=10), manifest)
+    RunDir(directory).save_checkpoint(create_model(spec.name, num_classes=count), manifest)
+    if evidence:
+        from PIL import Image
+
+        from monkeysee.data.thumbnails import pack, thumbnail
+        from monkeysee.models.evidence import EvidenceBank
+
+        rng = np.random.default_rng(0)
+        targets = rng.integers(0, count, evidence)
+        feats = np.abs(rng.normal(size=(evidence, spec.num_features))).astype(np.float32)
+        bank = EvidenceBank(feats, targets, np.roll(np.arange(count), 1), species)
+        thumb = thumbnail(Image.fromarray((rng.random((96, 128, 3)) * 255).astype(np.uint8)))
+        blob, offsets = pack([thumb] * evidence)
+        RunDir(directory).save_evidence(bank, blob, offsets, [f"photo{i}.jpg" for i in range(evidence)])
     return directory
 
 
@@ -202,24 +218,33 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None, help="server --threads (default: the server's)")
     p.add_argument("--time-limit", type=float, default=240.0, help="seconds per configuration (default: 240)")
     p.add_argument("--target-p95-ms", type=float, default=150.0)
+    p.add_argument("--species", type=int, default=10, help="species of the random run (default: 10)")
+    p.add_argument("--evidence", type=int, default=0, metavar="N",
+                   help="give the random run an evidence bank of N photos, and measure it without as a peer")
     args = p.parse_args()
 
     photo, photo_name = (args.photo.read_bytes(), str(args.photo)) if args.photo else default_photo()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        run = args.run or build_run(Path(tmp) / "random_lite0")
+        run = args.run or build_run(Path(tmp) / "random_lite0", args.species, args.evidence)
         cores = os.cpu_count() or 1
-        configs = [("CAM, micro-batched", args.max_batch, True, args.requests, args.threads)]
+        first = "CAM and evidence, micro-batched" if args.evidence and not args.run else "CAM, micro-batched"
+        configs = [(first, args.max_batch, True, args.requests, args.threads, run)]
         if args.peer_requests > 0:
             configs += [
-                ("CAM, one at a time (--max-batch 1)", 1, True, args.peer_requests, args.threads),
-                (f"CAM, micro-batched, --threads {cores}", args.max_batch, True, args.peer_requests, cores),
-                ("no CAM, micro-batched", args.max_batch, False, args.peer_requests, args.threads),
+                ("CAM, one at a time (--max-batch 1)", 1, True, args.peer_requests, args.threads, run),
+                (f"CAM, micro-batched, --threads {cores}", args.max_batch, True, args.peer_requests, cores,
+                 run),
+                ("no CAM, micro-batched", args.max_batch, False, args.peer_requests, args.threads, run),
             ]
+        if args.evidence and not args.run:
+            plain = build_run(Path(tmp) / "no_evidence", args.species, 0)
+            configs.append(("CAM, micro-batched, no evidence bank", args.max_batch, True, args.peer_requests,
+                            args.threads, plain))
         loads = []
-        for name, max_batch, cam, requests, threads in configs:
+        for name, max_batch, cam, requests, threads, folder in configs:
             print(f"measuring: {name} ...", file=sys.stderr, flush=True)
-            load, health = measure(name, run, photo, args, max_batch, cam, requests, threads)
+            load, health = measure(name, folder, photo, args, max_batch, cam, requests, threads)
             loads.append(load)
 
     weights = "given" if args.run else "random weights"

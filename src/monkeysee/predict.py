@@ -23,6 +23,7 @@ from monkeysee.data.species import Species
 from monkeysee.data.taxonomy import Taxonomy
 from monkeysee.data.transforms import eval_transform
 from monkeysee.models.calibration import Calibration
+from monkeysee.models.evidence import Evidence
 from monkeysee.models.forward import ForwardPass, forward_pass
 from monkeysee.models.hooks import resolve_layer
 from monkeysee.models.ladder import SPECIES, LadderAnswer, Rung, climb, rungs
@@ -98,6 +99,7 @@ class Prediction:
     taxon: str | None = None  # the name answered at `rank`; the species' common name at species rank
     taxon_probability: float | None = None  # the probability of `taxon`: its species' summed
     unsure: bool = False  # no rank reached its threshold: said as "not one of my species"
+    evidence: Evidence | None = None  # nearest training photos; None for a run without an evidence bank
 
     @property
     def best(self) -> Guess | None:
@@ -138,6 +140,7 @@ class Prediction:
             "taxon": self.taxon,
             "taxon_probability": None if self.taxon_probability is None else round(self.taxon_probability, 6),
         }
+        d["evidence"] = None if self.evidence is None else self.evidence.to_dict()
         return d
 
     def line(self) -> str:
@@ -162,7 +165,8 @@ class Prediction:
             return (f"{source}: {self.rank} {self.taxon} {self.taxon_probability or 0:.1%}; "
                     f"the species is uncertain: {rest}")
         rest = ", ".join(f"{g.species.display_name} {g.probability:.1%}" for g in self.top[1:])
-        return head + (f"  | then {rest}" if rest else "")
+        check = "  | CHECK THIS ONE" if self.evidence is not None and self.evidence.check else ""
+        return head + (f"  | then {rest}" if rest else "") + check
 
 
 def answer_ladder(manifest: Manifest) -> tuple[tuple[Rung, ...] | None, tuple[float, ...]]:
@@ -205,6 +209,7 @@ class Predictor:
             self.detector = self.detector.with_threshold(unknown_threshold)
         self.ladder, self.thresholds = answer_ladder(run.manifest)
         self.collection = None if collection is None else read_collection(collection, self.species)
+        self.evidence = RunDir(run.directory).load_evidence(run.manifest)
         self.channels_last = channels_last
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -309,6 +314,8 @@ class Predictor:
             scores = self.detector.score(logits, feats)
             unknown = self.detector.decide(scores, poor)
         answers = self.answers(probs)
+        ranked = np.argsort(-probs, axis=1, kind="stable")[:, :2]
+        evidence = self.evidence.bank.explain(feats, ranked) if self.evidence is not None else None
         out = []
         for i, src in enumerate(sources):
             top = tuple(Guess(int(j), self.species[j], float(probs[i, j])) for j in order[i])
@@ -319,6 +326,7 @@ class Predictor:
                     unknown=bool(unknown[i]) if unknown is not None else False,
                     unknown_score=float(scores[i]) if scores is not None else None,
                     quality=qualities[i] if qualities is not None else None,
+                    evidence=evidence[i] if evidence is not None else None,
                 )
             )
             if out[-1].verdict == SPECIES:

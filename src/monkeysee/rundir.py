@@ -5,6 +5,8 @@
   model.safetensors, unknown.safetensors          weights, and the "not one of my species" detector's arrays
   manifest.json                                   the self-describing checkpoint, written last; it pins the
                                                   other checkpoint files by size and sha256
+  evidence.safetensors, thumbnails.bin            the training photos an answer is compared with: their
+                                                  features and species, and their WebP thumbnails packed
   eval/<split>/                                   evaluation outputs (see `EvalFolder`)
   state/                                          resume state of an unfinished training run
 
@@ -37,6 +39,7 @@ from monkeysee.data.layout import DataIndex
 from monkeysee.errors import CheckpointError, DataError
 from monkeysee.io import atomic_write_bytes, atomic_write_json
 from monkeysee.models import Classifier, create_model
+from monkeysee.models.evidence import EvidenceBank
 from monkeysee.models.unknown import UnknownDetector
 
 CONFIG = "config.json"
@@ -54,8 +57,11 @@ PROGRESS = "progress.json"
 LAST = "last.safetensors"
 BEST = "best.safetensors"
 OPTIMIZER = "optimizer.pt"
+EVIDENCE = "evidence.safetensors"
+THUMBNAILS = "thumbnails.bin"
 
 _RERUN = "re-run training, or copy the whole run folder again"
+_EVIDENCE_FIX = "rebuild it with `monkeysee evidence RUN`, or copy the whole run folder again"
 
 
 @dataclass
@@ -243,6 +249,45 @@ class RunDir:
                                       path=self.file(UNKNOWN)) from exc
         return UnknownDetector.from_manifest(manifest.unknown, arrays)
 
+    # --- the evidence: training photos' features and thumbnails ------------------------------------------
+
+    def save_evidence(self, bank: EvidenceBank, thumbnails: bytes, offsets: np.ndarray,
+                      paths: list[str]) -> Manifest:
+        """The evidence bank (features as float16, species, partners, thumbnail offsets and the training
+        photos' paths) and the packed thumbnails, both pinned in the manifest, which is rewritten."""
+        if len(offsets) != len(bank) + 1 or int(offsets[-1]) != len(thumbnails) or len(paths) != len(bank):
+            raise ValueError(f"{len(bank)} bank rows, {len(offsets)} offsets, {len(paths)} paths and "
+                             f"{len(thumbnails)} thumbnail bytes (offsets end at {int(offsets[-1])})")
+        arrays = {"features": torch.from_numpy(bank.features).half(),
+                  "targets": torch.from_numpy(bank.targets), "partners": torch.from_numpy(bank.partners),
+                  "offsets": torch.from_numpy(offsets)}
+        files = {EVIDENCE: tensor_bytes(arrays, {"paths": json.dumps(paths)}), THUMBNAILS: thumbnails}
+        for name, data in files.items():
+            atomic_write_bytes(self.file(name), data)
+        pins = {n: _pin(d) for n, d in files.items()}
+        return self.update_manifest(lambda m: m.replace(files={**m.files, **pins}))
+
+    def has_evidence(self, manifest: Manifest | None = None) -> bool:
+        return EVIDENCE in (manifest or self.read_manifest()).files
+
+    def load_evidence(self, manifest: Manifest | None = None) -> Evidence | None:
+        """The evidence bank and its thumbnails, or None for a run without them."""
+        manifest = manifest or self.read_manifest()
+        if EVIDENCE not in manifest.files:
+            return None
+        data = self._checked_bytes(manifest, EVIDENCE)
+        try:
+            arrays = load_numpy_bytes(data)
+            header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+            paths = json.loads(header.get("__metadata__", {}).get("paths", "[]"))
+            bank = EvidenceBank(arrays["features"], arrays["targets"], arrays["partners"], manifest.species)
+        except (SafetensorError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"cannot read the evidence ({exc})", fix=_EVIDENCE_FIX,
+                                  path=self.file(EVIDENCE)) from exc
+        pin = manifest.files.get(THUMBNAILS, {})
+        return Evidence(bank, Thumbnails(self.file(THUMBNAILS), arrays["offsets"], pin.get("bytes")),
+                        [str(p) for p in paths])
+
     def _checked_bytes(self, manifest: Manifest, name: str) -> bytes:
         """The bytes of checkpoint file `name`, refused unless they match the manifest's pin."""
         path = self.file(name)
@@ -261,6 +306,42 @@ class RunDir:
     def read_json(self, name: str | Path) -> Any:  # noqa: ANN401 - parsed JSON, any shape
         """A JSON file of the run folder (relative name), or None when it is not there."""
         return _read_json(self.path / name, fix="re-run the step that wrote it")
+
+
+@dataclass
+class Evidence:
+    """A run's evidence: the bank of training photos' features, their thumbnails and their paths."""
+
+    bank: EvidenceBank
+    thumbnails: Thumbnails
+    paths: list[str]
+
+
+class Thumbnails:
+    """The packed thumbnails of the training photos, read one at a time by bank row."""
+
+    def __init__(self, path: Path, offsets: np.ndarray, size: int | None) -> None:
+        self.path, self.offsets, self.size = path, np.asarray(offsets, dtype=np.int64), size
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.offsets[-1])
+
+    def read(self, row: int) -> bytes:
+        """Thumbnail `row`'s bytes; an IndexError for a row that is not there, a CheckpointError when the
+        file is not the one the manifest pins (truncated, replaced)."""
+        if not 0 <= row < len(self):
+            raise IndexError(f"no thumbnail {row}: the run has {len(self)}")
+        if not self.path.is_file() or self.path.stat().st_size != self.size:
+            raise CheckpointError(f"{THUMBNAILS} is missing or does not match manifest.json",
+                                  fix=_EVIDENCE_FIX, path=self.path)
+        start, stop = int(self.offsets[row]), int(self.offsets[row + 1])
+        with self.path.open("rb") as f:
+            f.seek(start)
+            return f.read(stop - start)
 
 
 class EvalFolder:
@@ -283,6 +364,7 @@ class EvalFolder:
         self.species_map = path / "species_map"  # a stem: `SpeciesMap.save` adds .npz and .json
         self.species_map_html = path / "species_map.html"  # `monkeysee map`'s page, unless --out
         self.risk_coverage = path / "risk_coverage.png"  # the answer ladder's species rank
+        self.evidence = path / "evidence.json"  # the "check this one" flag's figures and a few examples
 
     def __repr__(self) -> str:
         return f"EvalFolder({str(self.path)!r})"

@@ -36,7 +36,8 @@ def operations(schema):
 
 
 def test_schema_lists_the_api(schema):
-    assert set(operations(schema)) == {"GET /health", "GET /api/species", "POST /api/predict"}
+    assert set(operations(schema)) == {"GET /health", "GET /api/species", "POST /api/predict",
+                                       "GET /api/evidence/{number}"}
 
 
 @pytest.mark.parametrize("label, mode", [
@@ -44,6 +45,8 @@ def test_schema_lists_the_api(schema):
     ("GET /api/species", GenerationMode.POSITIVE),
     ("POST /api/predict", GenerationMode.POSITIVE),
     ("POST /api/predict", GenerationMode.NEGATIVE),
+    ("GET /api/evidence/{number}", GenerationMode.POSITIVE),
+    ("GET /api/evidence/{number}", GenerationMode.NEGATIVE),
 ])
 def test_no_server_errors_and_answers_match_the_schema(schema, make_photo, label, mode):
     op = operations(schema)[label]

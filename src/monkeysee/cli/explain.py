@@ -11,6 +11,9 @@ from monkeysee.cli import command
 from monkeysee.cli.outputs import check_folder, declare_outputs
 
 if TYPE_CHECKING:
+    from PIL import Image
+
+    from monkeysee.predict import Predictor
     from monkeysee.rundir import LoadedRun
 
 DEFAULT_OUT = "explanations"
@@ -122,6 +125,7 @@ def _explain(args: argparse.Namespace, loaded: LoadedRun) -> int:
     explainer = Explainer.from_run(loaded, layer=args.layer, precision=args.precision)
     target = explainer.target(args.species)  # a bad name fails before any photo is read
     names = photo_names(args.photos)
+    evidence = _evidence_predictor(loaded, args.precision)
     parts: dict[str, list[CamResult]] = {m: [] for m in methods}
     for start in range(0, len(args.photos), args.batch_size):
         paths = args.photos[start : start + args.batch_size]
@@ -131,6 +135,8 @@ def _explain(args: argparse.Namespace, loaded: LoadedRun) -> int:
         )
         for m in methods:
             parts[m].append(batch[m])
+        if evidence is not None:
+            _write_evidence(evidence, photos, names[start : start + args.batch_size], args.out)
     results = {m: CamResult.concat(parts[m]) for m in methods}
     for res in results.values():
         res.save(args.out, alpha=args.alpha, cmap=args.cmap)
@@ -149,6 +155,42 @@ def _explain(args: argparse.Namespace, loaded: LoadedRun) -> int:
             save_figure(fig, args.out / f"{file_safe(name)}__all.png")
     print(f"wrote {len(first) * len(methods)} overlays with .npy maps and JSON manifests to {args.out}")
     return 0
+
+
+def _evidence_predictor(loaded: LoadedRun, precision: str) -> Predictor | None:
+    """A predictor for the answer's evidence, where the run has an evidence bank."""
+    from monkeysee.predict import Predictor
+    from monkeysee.rundir import RunDir
+
+    if not RunDir(loaded.directory).has_evidence(loaded.manifest):
+        return None
+    return Predictor(loaded, precision=precision, channels_last=False, assess_quality=False)
+
+
+def _write_evidence(predictor: Predictor, photos: list[Image.Image], names: list[str], out: Path) -> None:
+    """Print each photo's answer with its evidence, and draw it: NAME__evidence.png, the photo beside
+    the nearest training photos of the answer and of the runner-up."""
+    import io
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from monkeysee.explain.render import evidence_grid, save_figure
+    from monkeysee.explain.result import file_safe
+
+    assert predictor.evidence is not None
+    thumbs = predictor.evidence.thumbnails
+    for pred, photo, name in zip(predictor.predict_images(photos, 2, names), photos, names, strict=True):
+        assert pred.evidence is not None
+        print(f"{pred.line()}\n  {pred.evidence.line()}")
+        rows = [(s.species.display_name,
+                 [(np.asarray(PILImage.open(io.BytesIO(thumbs.read(n.row))).convert("RGB")),
+                   f"#{n.row} {n.similarity:.2f}") for n in s.nearest])
+                for s in pred.evidence.species]
+        title = f"{name}: {pred.best.species.display_name if pred.best else ''}"
+        if pred.evidence.check:
+            title += f" - CHECK THIS ONE (nearest photos: {pred.evidence.vote_species.display_name})"
+        save_figure(evidence_grid(np.asarray(photo), rows, title), out / f"{file_safe(name)}__evidence.png")
 
 
 def _title(method: str) -> str:

@@ -15,6 +15,7 @@ from monkeysee.data.dataset import decoded_batches
 from monkeysee.data.layout import Sample, scan_dataset
 from monkeysee.errors import ConfigError, DataError
 from monkeysee.evaluate.answers import answer_metrics, format_answers, risk_coverage
+from monkeysee.evaluate.evidence import evidence_summary
 from monkeysee.evaluate.interpret import Interpretation
 from monkeysee.evaluate.metrics import compute_metrics, format_metrics_table, reliability_table
 from monkeysee.evaluate.photos import PhotoPlanOptions, plan_photos
@@ -117,6 +118,9 @@ def evaluate_run(
     if predictor.detector is not None:
         known = UnknownScores(predictor.detector.name, predictor.detector.score(logits, feats))
         out.write_json(out.unknown_scores, known.to_dict())
+    if predictor.evidence is not None:  # how far to trust "check this one"
+        out.write_json(out.evidence, evidence_summary(predictor.evidence.bank, feats, probs, targets,
+                                                      interp.paths))
     cm = np.asarray(metrics["confusion_matrix"])
     names = [s.display_name for s in predictor.species]
     plot_confusion_matrix(cm, names, out.confusion_matrix)

@@ -116,6 +116,30 @@ def side_by_side(image_rgb_uint8: np.ndarray, overlays: Mapping[str, np.ndarray]
     return fig
 
 
+def evidence_grid(photo: np.ndarray, rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, str]]]],
+                  title: str = "") -> Figure:
+    """The photo, then one row per species of its nearest training photos (thumbnail, caption), each row
+    named on its left."""
+    from matplotlib.figure import Figure
+
+    cols = 1 + max((len(r[1]) for r in rows), default=0)
+    fig = Figure(figsize=(1.8 * cols, 1.9 * max(1, len(rows))))
+    axes = fig.subplots(max(1, len(rows)), cols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    axes[0][0].imshow(photo)
+    axes[0][0].set_title("photo", fontsize=9)
+    for r, (name, pictures) in enumerate(rows):
+        axes[r][1].text(-0.1, 0.5, name, transform=axes[r][1].transAxes, rotation=90, ha="right",
+                        va="center", fontsize=9)
+        for c, (picture, caption) in enumerate(pictures, start=1):
+            axes[r][c].imshow(picture)
+            axes[r][c].set_title(caption, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def most_active_channels(activation: np.ndarray, n: int) -> np.ndarray:
     """Indices of the `n` channels of a (C, h, w) activation with the highest mean, most active first."""
     means = np.asarray(activation, dtype=np.float64).reshape(len(activation), -1).mean(axis=1)

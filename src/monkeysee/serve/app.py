@@ -28,6 +28,7 @@ from typing import Annotated, Any
 import anyio
 import numpy as np
 from fastapi import FastAPI, File, Query, Request, Response, UploadFile
+from fastapi import Path as FastAPIPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -38,6 +39,8 @@ from monkeysee import __version__
 from monkeysee.data.collection import collection_mask
 from monkeysee.data.images import PhotoHeader, read_header
 from monkeysee.data.preprocess import Preprocess
+from monkeysee.data.thumbnails import MAX_BYTES as MAX_THUMBNAIL_BYTES
+from monkeysee.data.thumbnails import MEDIA_TYPE
 from monkeysee.errors import ConfigError, ImageError
 from monkeysee.predict import Predictor
 from monkeysee.runtime import trim_malloc
@@ -54,6 +57,7 @@ from monkeysee.serve.schemas import (
     Cam,
     DetectorInfo,
     ErrorResponse,
+    Evidence,
     Guess,
     Health,
     Photo,
@@ -186,6 +190,7 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
         response.headers["cache-control"] = "no-store"
         return _response(answer, detector_info())
 
+    _add_evidence(app, predictor)
     _add_page(app)
     _add_error_handlers(app)
     _add_middleware(app, config)
@@ -222,6 +227,26 @@ def _species_list(predictor: Predictor) -> SpeciesList:
         SpeciesInfo(index=i, label=s.label, common_name=s.display_name, latin_name=s.display_latin)
         for i, s in enumerate(predictor.species)
     ])
+
+
+def _add_evidence(app: FastAPI, predictor: Predictor) -> None:
+    """GET /api/evidence/{number}: a training photo's thumbnail, by its number in the evidence bank (an
+    integer, so no path is ever built from the request; at most `thumbnails.MAX_BYTES`)."""
+    evidence = predictor.evidence
+
+    @app.get("/api/evidence/{number}", tags=["model"], summary="A training photo's thumbnail",
+             response_class=Response, responses={200: {"content": {MEDIA_TYPE: {}}},
+                                                 404: {"model": ErrorResponse},
+                                                 422: {"model": ErrorResponse}})
+    async def thumbnail(number: Annotated[int, FastAPIPath(ge=0, description="the training photo's number, "
+                                                           "as in the answer's evidence")]) -> Response:
+        if evidence is None or number >= len(evidence.thumbnails):
+            raise HTTPException(404, "no such training photo" if evidence is not None
+                                else "this run has no evidence bank")
+        data = await anyio.to_thread.run_sync(evidence.thumbnails.read, number)
+        if len(data) > MAX_THUMBNAIL_BYTES:
+            raise HTTPException(404, "that thumbnail is larger than thumbnails are made")
+        return Response(data, media_type=MEDIA_TYPE, headers={"cache-control": "private, max-age=86400"})
 
 
 def _add_page(app: FastAPI) -> None:
@@ -280,6 +305,7 @@ def _response(answer: Answer, detector: DetectorInfo | None) -> PredictResponse:
         quality=Quality(**d["quality"]) if d.get("quality") else None, verdict=d["verdict"],
         top=[Guess(**g) for g in d["top"]], photo=Photo(width=answer.width, height=answer.height), cam=cam,
         rank=d.get("rank"), taxon=d.get("taxon"), taxon_probability=d.get("taxon_probability"),
+        evidence=Evidence.model_validate(d["evidence"]) if d.get("evidence") else None,
     )
 
 

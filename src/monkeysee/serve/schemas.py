@@ -86,6 +86,39 @@ class Quality(_Model):
     problems: list[str] = Field(description="e.g. 'blurred', 'too dark', 'too small'; empty when ok")
 
 
+class EvidencePhoto(_Model):
+    """A training photo near the uploaded one."""
+
+    photo: int = Field(description="the training photo's number: its thumbnail is GET /api/evidence/{photo}")
+    similarity: float = Field(description="cosine similarity of the two photos' features (1: the same)")
+
+
+class SpeciesEvidence(_Model):
+    """The training photos of one species nearest the uploaded photo, nearest first."""
+
+    index: int
+    label: str
+    common_name: str
+    nearest: list[EvidencePhoto]
+
+
+class SpeciesRef(_Model):
+    index: int
+    label: str
+    common_name: str
+
+
+class Evidence(_Model):
+    """Why to believe the answer: the photos it is compared with, and when to look twice."""
+
+    species: list[SpeciesEvidence] = Field(description="the best guess, then the runner-up")
+    confused_with: SpeciesRef | None = Field(description="the species most often confused with the best "
+                                                         "guess on held-out photos; null when none is")
+    nearest_vote: SpeciesRef = Field(description="the species most of the nearest training photos show")
+    check: bool = Field(description="true when the nearest training photos favour another species than "
+                                    "the best guess: check this one")
+
+
 class PredictResponse(_Model):
     """The answer for one photo."""
 
@@ -110,6 +143,8 @@ class PredictResponse(_Model):
                               "name at species rank, e.g. 'Callitrichidae' at family rank); null with rank")
     taxon_probability: float | None = Field(default=None, ge=0.0, le=1.0,
                                             description="probability of `taxon`: its species' sum")
+    evidence: Evidence | None = Field(default=None, description="the nearest training photos and the "
+                                      "check flag; null for a run without an evidence bank")
 
 
 class Health(_Model):

@@ -24,6 +24,7 @@ from monkeysee.models.unknown import DETECTORS, softmax
 from monkeysee.rundir import CONFIG, CURVES, RunDir
 from monkeysee.runtime import pick_device, resolve_precision, seed_everything
 from monkeysee.train import answers, finish
+from monkeysee.train.evidence import save_evidence
 from monkeysee.train.features import Encoder
 from monkeysee.train.loop import BestCheckpoint, EarlyStopping, Loop, Phase, Progress, ProgressLog
 from monkeysee.train.phases import FinetunePhase, HeadPhase
@@ -319,6 +320,10 @@ class Trainer:
         )
         plot_training_curves(p.history, self.run_dir.file(CURVES))
         self.run_dir.save_checkpoint(model.to(memory_format=torch.contiguous_format), manifest, detector)
+        kept = splits["train"].indices.tolist()  # the evidence: view 0 of each kept training photo
+        save_evidence(self.run_dir, index, [index.train[i] for i in kept], train_views[:len(kept)],
+                      softmax(calibration.apply(val_logits)), val_targets, workers=cfg.workers,
+                      preprocess=self.spec.preprocess)
         shown = f"val acc {best['val_acc']:.4f}" if validated else "no validation photos"
         log(f"best: {p.best_phase} epoch {p.best_epoch}, {shown}; temperature {calibration.temperature:.3f}; "
             f"unknown detector {detector.name} keeps {cfg.unknown_keep:.0%} of known photos "

@@ -218,6 +218,7 @@ function showAnswer(a) {
     }
     parts.push(el("h3", a.unknown || a.verdict === "retake" ? "Next nearest" : "Other possibilities"), list);
   }
+  if (a.evidence) parts.push(evidenceBlock(a.evidence, a.verdict === "species"));
   result.replaceChildren(...parts);
 
   if (a.cam && a.cam.heatmap) {
@@ -228,6 +229,37 @@ function showAnswer(a) {
     heat.hidden = !toggle.checked;
     heatNote.hidden = !toggle.checked;
   }
+}
+
+// The training photos the answer is compared with: thumbnails fetched through `api` (with the token),
+// shown as blob: URLs, which the page's content policy allows.
+function evidenceBlock(ev, answered) {
+  const box = el("section", null, "evidence");
+  box.setAttribute("aria-label", "The training photos I compared it with");
+  if (answered && ev.check) {
+    box.append(el("p", `Check this one: the nearest photos I was trained on look more like ` +
+                       `${ev.nearest_vote.common_name}.`, "check"));
+  }
+  for (const s of ev.species) {
+    box.append(el("h3", `Nearest ${s.common_name} photos I was trained on`));
+    const row = el("div", null, "thumbs");
+    for (const n of s.nearest) {
+      const fig = el("figure");
+      const img = el("img");
+      img.alt = `A training photo of ${s.common_name}, ${Math.round(n.similarity * 100)}% similar`;
+      img.width = 96; img.height = 96;
+      fig.append(img, el("figcaption", `${Math.round(n.similarity * 100)}% similar`));
+      row.append(fig);
+      api(`/api/evidence/${n.photo}`).then((r) => (r.ok ? r.blob() : null)).then((b) => {
+        if (b) img.src = URL.createObjectURL(b);
+      });
+    }
+    box.append(row);
+  }
+  if (ev.confused_with) {
+    box.append(el("p", `Often confused with ${ev.confused_with.common_name}.`, "note"));
+  }
+  return box;
 }
 
 shown.addEventListener("error", () => { view.hidden = true; });  // not a picture the browser can show
