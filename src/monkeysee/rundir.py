@@ -54,6 +54,7 @@ PROGRESS = "progress.json"
 LAST = "last.safetensors"
 BEST = "best.safetensors"
 OPTIMIZER = "optimizer.pt"
+ATLAS = "atlas"
 
 _RERUN = "re-run training, or copy the whole run folder again"
 
@@ -96,6 +97,11 @@ class RunDir:
     def eval(self, split: str) -> EvalFolder:
         """The evaluation outputs of `split` (a run split's name, or the folder name of an outside one)."""
         return EvalFolder(self.eval_dir(split))
+
+    @property
+    def atlas_dir(self) -> Path:
+        """Where `monkeysee atlas` writes the channel atlas by default (read back by the report)."""
+        return self.path / ATLAS
 
     def holds_run(self) -> bool:
         """True once training has started here (splits chosen, state or a checkpoint written); a folder
@@ -279,6 +285,8 @@ class EvalFolder:
         self.photo_plan = path / "photo_plan.json"  # the stored predictions the report shows as photos
         self.unknown_scores = path / "unknown_scores.json"  # detector scores: these photos, and others
         self.faithfulness = path / "faithfulness.json"
+        self.concepts = path / "concepts.json"  # concept tests (TCAV) of `monkeysee concepts`
+        self.shortcuts = path / "shortcuts.json"  # Grad-CAM mass on the border per species, and alarms
 
     def __repr__(self) -> str:
         return f"EvalFolder({str(self.path)!r})"

@@ -14,6 +14,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    help="test (held out, default), val, train, validation (DIR/validation), or a PATH "
                         "laid out folder-per-species")
     p.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
+    p.add_argument("--no-shortcuts", dest="shortcuts", action="store_false",
+                   help="skip the shortcut alarm (Grad-CAM mass on each species' photo borders)")
 
 
 @command("evaluate", help="Evaluate a trained run on a split", arguments=_arguments, order=20)
@@ -23,4 +25,8 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = Predictor.from_run_dir(args.run_dir, precision=args.precision)
     evaluate_run(args.run_dir, split=args.split, data=args.data, predictor=predictor)
+    if args.shortcuts and args.split in ("test", "val", "train"):
+        from monkeysee.explain.shortcuts import format_alarm, scan_shortcuts
+
+        print(format_alarm(scan_shortcuts(args.run_dir, args.split, args.data, precision=args.precision)))
     return 0

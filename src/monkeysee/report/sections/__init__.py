@@ -13,7 +13,8 @@ from typing import ClassVar, TypeVar
 from monkeysee.registry import Registry
 from monkeysee.report.context import ReportContext
 
-_MODULES = ("summary", "taxonomy", "photos", "checks")
+_MODULES: tuple[str, ...] = ("summary", "taxonomy", "photos", "checks")
+_MODULES += ("atlas",)  # channel atlas, concepts, shortcut alarm
 
 
 class Section:
