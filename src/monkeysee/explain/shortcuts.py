@@ -44,7 +44,7 @@ def border_mask(size: tuple[int, int], band: float = BAND) -> np.ndarray:
 def border_shares(raw: np.ndarray | torch.Tensor, size: tuple[int, int], band: float = BAND) -> np.ndarray:
     """Per map of `raw` (B, h, w, non-negative): the share of its mass on the border band once upsampled
     to `size`; NaN for an all-zero map (no evidence anywhere)."""
-    maps = upsample(torch.as_tensor(np.asarray(raw), dtype=torch.float32), size).clamp_min(0).double()
+    maps = upsample(torch.tensor(np.asarray(raw), dtype=torch.float32), size).clamp_min(0).double()
     mask = torch.from_numpy(border_mask(size, band))
     total = maps.sum(dim=(1, 2))
     share = (maps * mask).sum(dim=(1, 2)) / total
