@@ -1,8 +1,8 @@
 """Pictures of a channel atlas: the patches cut from the photos, a contact sheet per layer (one row per
 channel, strongest patch first), a JSON index and an HTML page that shows them.
 
-Each photo holding a shown patch is decoded once more, through the same eval transform the pass used,
-and every patch it holds is cut from that crop. A receptive field larger than the photo is clipped
+Each photo holding a shown patch is decoded once more (in threads), through the same eval transform the
+pass used, and every patch it holds is cut from that crop. A receptive field larger than the photo is clipped
 to the photo; where the field is more than twice the layer's stride (of 4 px or more), the winning
 position's own cell (stride × stride around the field's centre) is outlined, so deep layers still say
 where they fired.
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
-from monkeysee.data.images import load_rgb
-from monkeysee.data.transforms import denormalize, eval_transform
+from monkeysee.data.transforms import denormalize
 from monkeysee.explain.atlas import ChannelAtlas, LayerAtlas, Patch
+from monkeysee.explain.batches import PhotoBatches
 from monkeysee.explain.result import file_safe
 from monkeysee.io import atomic_write_bytes, atomic_write_json
 
@@ -38,7 +38,7 @@ def shown_channels(layer: LayerAtlas, channels: int | None) -> list[int]:
     return list(range(layer.channels if not channels else min(channels, layer.channels)))
 
 
-def cut_patches(atlas: ChannelAtlas, channels: int | None = 32, size: int = 64
+def cut_patches(atlas: ChannelAtlas, channels: int | None = 32, size: int = 64, workers: int = 2
                 ) -> dict[str, dict[int, list[np.ndarray]]]:
     """{layer: {channel: [RGB uint8 (size, size, 3) patch, strongest first]}} for the shown channels."""
     wanted: dict[int, list[tuple[str, int, int, Patch]]] = defaultdict(list)
@@ -50,12 +50,13 @@ def cut_patches(atlas: ChannelAtlas, channels: int | None = 32, size: int = 64
             out[name][c] = [np.zeros((size, size, 3), np.uint8)] * len(patches)
             for rank, p in enumerate(patches):
                 wanted[p.photo].append((name, c, rank, p))
-    transform = eval_transform(atlas.preprocess)
-    for photo, uses in sorted(wanted.items()):
-        x = transform(load_rgb(atlas.photos[photo], preprocess=atlas.preprocess))
-        seen = denormalize(x, atlas.preprocess).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        for name, c, rank, p in uses:
-            out[name][c][rank] = patch_image(seen, p, atlas.layers[name], size)
+    order = sorted(wanted)
+    batches = PhotoBatches([atlas.photos[i] for i in order], atlas.preprocess, workers=workers)
+    for indices, x in batches:
+        seen = denormalize(x, atlas.preprocess).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for i, image in zip(indices, seen, strict=True):
+            for name, c, rank, p in wanted[order[i]]:
+                out[name][c][rank] = patch_image(image, p, atlas.layers[name], size)
     return out
 
 
