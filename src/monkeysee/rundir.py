@@ -59,6 +59,7 @@ BEST = "best.safetensors"
 OPTIMIZER = "optimizer.pt"
 EVIDENCE = "evidence.safetensors"
 THUMBNAILS = "thumbnails.bin"
+ATLAS = "atlas"
 
 _RERUN = "re-run training, or copy the whole run folder again"
 _EVIDENCE_FIX = "rebuild it with `monkeysee evidence RUN`, or copy the whole run folder again"
@@ -102,6 +103,11 @@ class RunDir:
     def eval(self, split: str) -> EvalFolder:
         """The evaluation outputs of `split` (a run split's name, or the folder name of an outside one)."""
         return EvalFolder(self.eval_dir(split))
+
+    @property
+    def atlas_dir(self) -> Path:
+        """Where `monkeysee atlas` writes the channel atlas by default (read back by the report)."""
+        return self.path / ATLAS
 
     def holds_run(self) -> bool:
         """True once training has started here (splits chosen, state or a checkpoint written); a folder
@@ -365,6 +371,8 @@ class EvalFolder:
         self.species_map_html = path / "species_map.html"  # `monkeysee map`'s page, unless --out
         self.risk_coverage = path / "risk_coverage.png"  # the answer ladder's species rank
         self.evidence = path / "evidence.json"  # the "check this one" flag's figures and a few examples
+        self.concepts = path / "concepts.json"  # concept tests (TCAV) of `monkeysee concepts`
+        self.shortcuts = path / "shortcuts.json"  # Grad-CAM mass on the border per species, and alarms
 
     def __repr__(self) -> str:
         return f"EvalFolder({str(self.path)!r})"

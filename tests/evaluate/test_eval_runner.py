@@ -53,4 +53,7 @@ def test_evaluate_cli_on_other_splits(tiny_run: Path, split: str, capsys, tmp_pa
     assert "accuracy" in out and "red monkey" in out
     metrics = json.loads((tiny_run / "eval" / split / "metrics.json").read_text())
     assert metrics["split"] == split and metrics["n"] == {"val": 6, "train": 18}[split]
+    alarm = json.loads((tiny_run / "eval" / split / "shortcuts.json").read_text())
+    assert "shortcut alarm" in out and [s["photos"] for s in alarm["species"]] == {"val": [2, 2, 2],
+                                                                                  "train": [6, 6, 6]}[split]
 

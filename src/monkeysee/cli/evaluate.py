@@ -16,6 +16,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
     p.add_argument("--species-map", action="store_true",
                    help="also lay out the species map of the test split (see `monkeysee map`)")
+    p.add_argument("--no-shortcuts", dest="shortcuts", action="store_false",
+                   help="skip the shortcut alarm (Grad-CAM mass on each species' photo borders)")
 
 
 @command("evaluate", help="Evaluate a trained run on a split", arguments=_arguments, order=20)
@@ -29,4 +31,8 @@ def run(args: argparse.Namespace) -> int:
         from monkeysee.explain.species_map import compute_species_map
 
         compute_species_map(predictor, args.run_dir, args.data)
+    if args.shortcuts and args.split in ("test", "val", "train"):
+        from monkeysee.explain.shortcuts import format_alarm, scan_shortcuts
+
+        print(format_alarm(scan_shortcuts(args.run_dir, args.split, args.data, precision=args.precision)))
     return 0

@@ -13,7 +13,7 @@ from typing import ClassVar, TypeVar
 from monkeysee.registry import Registry
 from monkeysee.report.context import ReportContext
 
-_MODULES = ("summary", "taxonomy", "photos", "checks", "evidence", "species_map")
+_MODULES = ("summary", "taxonomy", "photos", "checks", "evidence", "species_map", "atlas")
 
 
 class Section:
