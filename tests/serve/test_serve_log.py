@@ -3,68 +3,15 @@ who may do what."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from fastapi.testclient import TestClient
 
-from monkeysee.serve import PhotoService, ServeConfig, create_app
-from monkeysee.sightings import Store
-from tests.sightings.conftest import pg_server, pg_url  # noqa: F401 - fixtures
-
-LOOPBACK = ("127.0.0.1", 50000)
-WHEN = "2026-05-04T10:00:00+00:00"  # a Monday: ISO week 2026-W19
+from tests.serve.log_fixtures import auth, save
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return str(tmp_path / "log.db") if request.param == "sqlite" else request.getfixturevalue("pg_url")
-
-
-@pytest.fixture
-def people(db: str, tmp_path: Path) -> dict[str, str]:
-    """Tokens of a keeper and a reviewer, made the way `monkeysee log keeper add` makes them."""
-    store = Store.open(db, photos=tmp_path / "photos")
-    try:
-        return {"ana": store.add_keeper("Ana")[1], "rui": store.add_keeper("Rui", reviewer=True)[1]}
-    finally:
-        store.close()
-
-
-@pytest.fixture
-def config(run_dir: Path, db: str, tmp_path: Path) -> ServeConfig:
-    return ServeConfig(run_dir, max_upload_mb=0.25, db=db, photos=tmp_path / "photos",
-                       places=("Monkey house", "Island"))
-
-
-@pytest.fixture(scope="module")
-def service(run_dir: Path) -> PhotoService:
-    """The model, loaded once for the module's apps (each test gets its own app and log)."""
-    c = ServeConfig(run_dir)
-    return PhotoService.from_run_dir(run_dir, max_pixels=c.max_pixels, max_batch=c.max_batch, precision="fp32")
-
-
-@pytest.fixture
-def client(config: ServeConfig, people: dict[str, str], service: PhotoService) -> Iterator[TestClient]:
-    with TestClient(create_app(config, service), raise_server_exceptions=False, client=LOOPBACK) as c:
-        yield c
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
-
-
-def save(client: TestClient, photos: list[bytes], token: str | None = None, **form: str):
-    files = [("photos", (f"p{i}.jpg", data, "image/jpeg")) for i, data in enumerate(photos)]
-    return client.post("/api/log/sightings", files=files, data={"observed_at": WHEN, **form},
-                       headers=auth(token) if token else {})
-
-
-def test_a_keeper_saves_a_sighting_with_two_photos_and_the_model_answers_each(client, people, make_photo):
-    answers = [client.post("/api/predict?cam=false", files={"photo": ("p.jpg", make_photo(seed=s))}).json()
-               for s in (1, 2)]
-    r = save(client, [make_photo(seed=1), make_photo(seed=2)], people["ana"], place="Monkey house",
+def test_a_keeper_saves_a_sighting_with_two_photos_and_the_model_answers_each(log_client, people, make_photo):
+    answers = [log_client.post("/api/predict?cam=false", files={"photo": ("p.jpg", make_photo(seed=s))})
+               .json() for s in (1, 2)]
+    r = save(log_client, [make_photo(seed=1), make_photo(seed=2)], people["ana"], place="Monkey house",
              notes="by the pond")
     assert r.status_code == 201, r.text
     s = r.json()
@@ -77,27 +24,27 @@ def test_a_keeper_saves_a_sighting_with_two_photos_and_the_model_answers_each(cl
     assert (s["probability"], s["species_hint"], s["verdict"]) == (
         best["probability"], best["latin_name"], best["verdict"])
     assert s["photos"][1]["url"] == "/api/log/sightings/1/photos/1"
-    photo = client.get(s["photos"][1]["url"], headers=auth(people["ana"]))
+    photo = log_client.get(s["photos"][1]["url"], headers=auth(people["ana"]))
     assert photo.status_code == 200 and photo.content == make_photo(seed=2)
     assert photo.headers["content-type"] == "image/jpeg"
 
 
-def test_a_retry_with_the_same_key_saves_once(client, people, make_photo):
-    first = save(client, [make_photo(seed=3)], people["ana"], key="phone-1-0001").json()
-    again = save(client, [make_photo(seed=3)], people["ana"], key="phone-1-0001").json()
+def test_a_retry_with_the_same_key_saves_once(log_client, people, make_photo):
+    first = save(log_client, [make_photo(seed=3)], people["ana"], key="phone-1-0001").json()
+    again = save(log_client, [make_photo(seed=3)], people["ana"], key="phone-1-0001").json()
     assert first == again
-    assert len(client.get("/api/log/sightings", headers=auth(people["ana"])).json()["sightings"]) == 1
+    assert len(log_client.get("/api/log/sightings", headers=auth(people["ana"])).json()["sightings"]) == 1
 
 
-def test_the_log_filters_by_species_place_date_and_status(client, people, make_photo):
-    a = save(client, [make_photo(seed=4)], people["ana"], place="Island").json()
-    b = save(client, [make_photo(seed=5)], people["ana"], place_text="car park",
+def test_the_log_filters_by_species_place_date_and_status(log_client, people, make_photo):
+    a = save(log_client, [make_photo(seed=4)], people["ana"], place="Island").json()
+    b = save(log_client, [make_photo(seed=5)], people["ana"], place_text="car park",
              observed_at="2026-06-01T08:00:00+00:00").json()
-    client.post(f"/api/log/sightings/{b['id']}/correct", json={"species": "Saimiri sciureus"},
+    log_client.post(f"/api/log/sightings/{b['id']}/correct", json={"species": "Saimiri sciureus"},
                 headers=auth(people["rui"]))
 
     def ids(**q: str) -> list[int]:
-        r = client.get("/api/log/sightings", params=q, headers=auth(people["ana"]))
+        r = log_client.get("/api/log/sightings", params=q, headers=auth(people["ana"]))
         return [s["id"] for s in r.json()["sightings"]]
 
     assert ids() == [b["id"], a["id"]]  # newest first
@@ -110,42 +57,42 @@ def test_the_log_filters_by_species_place_date_and_status(client, people, make_p
     assert ids(until="2026-05-10T00:00:00Z") == [a["id"]]
 
 
-def test_a_reviewer_corrects_with_a_new_name_and_the_history_says_who(client, people, make_photo):
-    s = save(client, [make_photo(seed=6)], people["ana"]).json()
-    r = client.post(f"/api/log/sightings/{s['id']}/correct", json={"species": "Ateles geoffroyi"},
+def test_a_reviewer_corrects_with_a_new_name_and_the_history_says_who(log_client, people, make_photo):
+    s = save(log_client, [make_photo(seed=6)], people["ana"]).json()
+    r = log_client.post(f"/api/log/sightings/{s['id']}/correct", json={"species": "Ateles geoffroyi"},
                     headers=auth(people["rui"]))
     assert r.status_code == 200, r.text
     assert (r.json()["species"], r.json()["status"], r.json()["reviewed_by"], r.json()["name"]) == (
         "Ateles geoffroyi", "corrected", "Rui", "Ateles geoffroyi")
-    h = client.get(f"/api/log/sightings/{s['id']}/history", headers=auth(people["ana"])).json()["history"]
+    h = log_client.get(f"/api/log/sightings/{s['id']}/history", headers=auth(people["ana"])).json()["history"]
     assert [(e["who"], e["action"]) for e in h] == [("Ana", "recorded"), ("Rui", "corrected")]
     assert h[1]["changes"] == {"species": [None, "Ateles geoffroyi"], "status": ["unreviewed", "corrected"]}
-    names = client.get("/api/log/species", headers=auth(people["ana"])).json()["names"]
+    names = log_client.get("/api/log/species", headers=auth(people["ana"])).json()["names"]
     assert names == ["Alouatta palliata", "Erythrocebus patas", "Cacajao calvus", "Ateles geoffroyi"]
 
 
-def test_confirm_keeps_the_models_species(client, people, make_photo):
-    s = save(client, [make_photo(seed=7)], people["ana"]).json()
-    r = client.post(f"/api/log/sightings/{s['id']}/confirm", headers=auth(people["rui"])).json()
+def test_confirm_keeps_the_models_species(log_client, people, make_photo):
+    s = save(log_client, [make_photo(seed=7)], people["ana"]).json()
+    r = log_client.post(f"/api/log/sightings/{s['id']}/confirm", headers=auth(people["rui"])).json()
     assert (r["species"], r["status"], r["reviewed_by"]) == (s["species_hint"], "confirmed", "Rui")
 
 
-def test_the_overview_counts_per_place_and_week(client, people, make_photo):
+def test_the_overview_counts_per_place_and_week(log_client, people, make_photo):
     for seed, place in ((8, "Island"), (9, "Island"), (10, "Monkey house")):
-        s = save(client, [make_photo(seed=seed)], people["ana"], place=place).json()
-        client.post(f"/api/log/sightings/{s['id']}/correct", json={"species": "Cebus imitator"},
+        s = save(log_client, [make_photo(seed=seed)], people["ana"], place=place).json()
+        log_client.post(f"/api/log/sightings/{s['id']}/correct", json={"species": "Cebus imitator"},
                     headers=auth(people["rui"]))
-    [row] = client.get("/api/log/overview", headers=auth(people["ana"])).json()["species"]
+    [row] = log_client.get("/api/log/overview", headers=auth(people["ana"])).json()["species"]
     assert row == {"name": "Cebus imitator", "sightings": 3, "last_seen": row["last_seen"],
                    "per_place": {"Island": 2, "Monkey house": 1}, "per_week": {"2026-W19": 3}}
     assert row["last_seen"].startswith("2026-05-04T10:00:00")
 
 
-def test_the_review_queue_puts_disagreeing_photos_first_and_says_why(client, people, make_photo):
-    one = save(client, [make_photo(seed=11)], people["ana"]).json()
+def test_the_review_queue_puts_disagreeing_photos_first_and_says_why(log_client, people, make_photo):
+    one = save(log_client, [make_photo(seed=11)], people["ana"]).json()
     # Two photos whose answers differ (if this tiny model calls them alike, the queue order is by need).
-    two = save(client, [make_photo(seed=12), make_photo((64, 96), seed=40)], people["ana"]).json()
-    queue = client.get("/api/log/review", headers=auth(people["ana"])).json()["queue"]
+    two = save(log_client, [make_photo(seed=12), make_photo((64, 96), seed=40)], people["ana"]).json()
+    queue = log_client.get("/api/log/review", headers=auth(people["ana"])).json()["queue"]
     assert {q["sighting"]["id"] for q in queue} == {one["id"], two["id"]}
     needs = [q["need"] for q in queue]
     assert needs == sorted(needs, reverse=True)
@@ -158,7 +105,7 @@ def test_the_review_queue_puts_disagreeing_photos_first_and_says_why(client, peo
         assert q["need"] == pytest.approx(base + (1.0 if disagree else 0.0), abs=1e-6)
 
 
-def test_places_come_from_the_config(client, people):
-    r = client.get("/api/log/places", headers=auth(people["ana"])).json()
+def test_places_come_from_the_config(log_client, people):
+    r = log_client.get("/api/log/places", headers=auth(people["ana"])).json()
     assert r == {"places": [{"name": "Monkey house", "latitude": None, "longitude": None},
                             {"name": "Island", "latitude": None, "longitude": None}]}

@@ -47,7 +47,7 @@ from monkeysee.serve.limits import (
     error_response,
     photo_cost,
 )
-from monkeysee.serve.log import SAVE_PATH, add_log
+from monkeysee.serve.log import FIX_JSON, PREFIX, SAVE_PATH, add_log
 from monkeysee.serve.schemas import (
     Box,
     Cam,
@@ -295,6 +295,8 @@ def _add_error_handlers(app: FastAPI) -> None:
             fix = f"send a photo smaller than {limit:g} MB"
         elif exc.status_code == 400 and str(exc.detail).startswith("Part exceeded"):
             fix = "shorten the text field (a note is at most a few thousand characters)"
+        elif exc.status_code == 400 and request.url.path.startswith(PREFIX) and request.url.path != SAVE_PATH:
+            fix = FIX_JSON
         elif exc.status_code == 400:
             fix = FIX_MULTIPART
         elif isinstance(exc, UploadTimeout):

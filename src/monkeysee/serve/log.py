@@ -53,12 +53,14 @@ from monkeysee.sightings import (
 
 PREFIX = "/api/log"
 SAVE_PATH = f"{PREFIX}/sightings"
+FIX_JSON = 'send the body as JSON, e.g. {"species": "Ateles geoffroyi"}'
 LOW_PROBABILITY = 0.5
 """Below this the review queue gives 'low probability' as a reason."""
 DISAGREE_NEED = 1.0
 """What photos naming different species add to a sighting's need of review."""
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "A body that cannot be parsed"},
     401: {"model": ErrorResponse, "description": "No keeper's token, or a token of nobody"},
     403: {"model": ErrorResponse, "description": "A keeper without the reviewer role, or the local keeper"},
     404: {"model": ErrorResponse, "description": "No such sighting or photo"},
@@ -67,7 +69,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 SAVE_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
-    400: {"model": ErrorResponse, "description": "Malformed multipart body, or a text field over 1 MB"},
+    400: {"model": ErrorResponse, "description": "A malformed multipart body, or a text field over 1 MB"},
     408: {"model": ErrorResponse, "description": "The upload did not arrive in time"},
     413: {"model": ErrorResponse, "description": "A photo larger than the limit, or too many pixels"},
     415: {"model": ErrorResponse, "description": "A file that is not a photo"},
