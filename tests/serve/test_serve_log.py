@@ -109,3 +109,29 @@ def test_places_come_from_the_config(log_client, people):
     r = log_client.get("/api/log/places", headers=auth(people["ana"])).json()
     assert r == {"places": [{"name": "Monkey house", "latitude": None, "longitude": None},
                             {"name": "Island", "latitude": None, "longitude": None}]}
+
+
+def test_photos_that_name_different_species_go_first_in_the_review_queue(log_client, people, log_db,
+                                                                         tmp_path, make_photo):
+    from datetime import UTC, datetime
+
+    from monkeysee.sightings import ModelAnswer, NewSighting, PhotoIn, Store
+
+    def said(species: str, p: float) -> ModelAnswer:
+        return ModelAnswer(run="r", rank="species", taxon=species, species_hint=species, probability=p)
+
+    store = Store.open(log_db, photos=tmp_path / "photos")
+    try:
+        alike = store.save(NewSighting(
+            photos=[PhotoIn(make_photo(seed=60), answer=said("Cacajao calvus", 0.6)),
+                    PhotoIn(make_photo(seed=61), answer=said("Cacajao calvus", 0.7))],
+            observed_at=datetime(2026, 5, 4, tzinfo=UTC), answer=said("Cacajao calvus", 0.7)))
+        differ = store.save(NewSighting(
+            photos=[PhotoIn(make_photo(seed=62), answer=said("Cacajao calvus", 0.9)),
+                    PhotoIn(make_photo(seed=63), answer=said("Erythrocebus patas", 0.8))],
+            observed_at=datetime(2026, 5, 4, tzinfo=UTC), answer=said("Cacajao calvus", 0.9)))
+    finally:
+        store.close()
+    queue = log_client.get("/api/log/review", headers=auth(people["ana"])).json()["queue"]
+    assert [(q["sighting"]["id"], q["need"], q["reasons"]) for q in queue] == [
+        (differ.id, pytest.approx(1.1), ["photos disagree"]), (alike.id, pytest.approx(0.3), [])]
