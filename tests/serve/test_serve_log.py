@@ -135,3 +135,16 @@ def test_photos_that_name_different_species_go_first_in_the_review_queue(log_cli
     queue = log_client.get("/api/log/review", headers=auth(people["ana"])).json()["queue"]
     assert [(q["sighting"]["id"], q["need"], q["reasons"]) for q in queue] == [
         (differ.id, pytest.approx(1.1), ["photos disagree"]), (alike.id, pytest.approx(0.3), [])]
+
+
+def test_serve_takes_the_log_options(run_dir, tmp_path):
+    from monkeysee.cli import build_parser
+    from monkeysee.cli import serve as serve_cli
+    from monkeysee.serve import ServeConfig
+
+    args = build_parser().parse_args(["serve", str(run_dir), "--db", "postgresql://zoo/log", "--photos",
+                                      str(tmp_path), "--places", "Monkey house", "Island"])
+    config = serve_cli.config_from_args(args)
+    assert (config.db, config.photos, config.places) == ("postgresql://zoo/log", tmp_path,
+                                                         ("Monkey house", "Island"))
+    assert ServeConfig(run_dir).log_default == run_dir.with_name(run_dir.name + "-log.db")
