@@ -8,6 +8,7 @@ client retrying after a lost reply never saves twice.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime.
+import asyncio
 import functools
 from collections.abc import Callable
 from datetime import datetime
@@ -133,14 +134,21 @@ def add_log(app: FastAPI, config: ServeConfig, service: PhotoService, budget: Me
             raise InputError(f"a sighting has 1 to {MAX_PHOTOS} photos, not {len(photos)}",
                              fix="send one to three photos of the same animal in the field 'photos'")
         async with saves[0]:
-            given = []
+            uploads = []
             for i, upload in enumerate(photos):
                 name = _name(upload, i)
                 data = await upload.read(config.max_upload_bytes + 1)
                 if len(data) > config.max_upload_bytes:
                     raise PhotoRejected(413, "too_large", f"photo is larger than {config.max_upload_mb:g} MB",
                                         "send a smaller photo (a few megapixels is plenty)", name)
-                given.append(PhotoIn(data, name, answer=await answer(data, name)))
+                uploads.append((data, name))
+            # The photos are answered together, so the model thread can take them in one batch.
+            answers = await asyncio.gather(*(answer(d, n) for d, n in uploads), return_exceptions=True)
+            failed = next((a for a in answers if isinstance(a, BaseException)), None)
+            if failed is not None:
+                raise failed
+            given = [PhotoIn(d, n, answer=a) for (d, n), a in zip(uploads, answers, strict=True)
+                     if isinstance(a, ModelAnswer)]
             new = NewSighting(photos=given, observed_at=observed_at or datetime.now().astimezone(),
                               place=place or None, place_text=place_text or None,
                               answer=_sighting_answer([p.answer for p in given if p.answer]), notes=notes,
