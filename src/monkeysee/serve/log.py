@@ -80,43 +80,75 @@ Status = Literal["unreviewed", "confirmed", "corrected"]
 HeaderCheck = Callable[[bytes, str], PhotoHeader]
 
 
+class _Log:
+    """What the log's routes share: the store, the model that answers a save's photos, and who asks."""
+
+    def __init__(self, config: ServeConfig, service: PhotoService, budget: MemoryBudget,
+                 header: HeaderCheck) -> None:
+        self.store = LogStore(config)
+        self.config, self.service, self.budget, self.header = config, service, budget, header
+        # Each save holds up to MAX_PHOTOS uploads, so saves together hold at most max_concurrent of them.
+        self.saves = anyio.Semaphore(max(1, config.max_concurrent // MAX_PHOTOS))
+        self.run = str(config.run_dir)
+        self.names = [s.display_latin or s.display_name for s in service.predictor.species]
+
+    async def caller(self, request: Request) -> Caller:
+        return await identify(request, self.store)
+
+    async def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+        """`Store.method(store, ...)` on the open store, in a worker thread."""
+        store = await self.store.aget()
+        return await anyio.to_thread.run_sync(functools.partial(method, store, *args, **kwargs))
+
+    async def answer(self, data: bytes, name: str) -> ModelAnswer:
+        head = await anyio.to_thread.run_sync(self.header, data, name)
+        async with self.budget.reserve(photo_cost(head)):
+            work = functools.partial(self.service.answer, data, name, self.config.top_k, False, False,
+                                     header=head)
+            out = await anyio.to_thread.run_sync(work)
+        return ModelAnswer.from_prediction(out.prediction, self.run)
+
+
 def add_log(app: FastAPI, config: ServeConfig, service: PhotoService, budget: MemoryBudget,
             header: HeaderCheck) -> LogStore:
     """Add the log's routes and error answers to `app`; returns the (not yet opened) store holder."""
-    log = LogStore(config)
-    # Each save holds up to MAX_PHOTOS uploads, so saves together hold at most max_concurrent of them.
-    saves = [anyio.Semaphore(max(1, config.max_concurrent // MAX_PHOTOS))]
-    run = str(config.run_dir)
-    names = [s.display_latin or s.display_name for s in service.predictor.species]
+    ctx = _Log(config, service, budget, header)
     router = APIRouter(prefix=PREFIX, tags=["log"], responses=ERRORS)
+    for add in (_who_routes, _save_route, _reading_routes, _review_routes):
+        add(router, ctx)
+    app.include_router(router)
+    _add_error_handlers(app)
+    app.state.log = ctx.store
+    app.state.known_token = functools.partial(known_token, ctx.store)
+    return ctx.store
 
-    async def caller(request: Request) -> Caller:
-        return await identify(request, log)
 
-    async def call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
-        """`Store.method(store, ...)` on the open store, in a worker thread."""
-        store = await log.aget()
-        return await anyio.to_thread.run_sync(functools.partial(method, store, *args, **kwargs))
-
-    async def answer(data: bytes, name: str) -> ModelAnswer:
-        head = await anyio.to_thread.run_sync(header, data, name)
-        async with budget.reserve(photo_cost(head)):
-            work = functools.partial(service.answer, data, name, config.top_k, False, False, header=head)
-            out = await anyio.to_thread.run_sync(work)
-        return ModelAnswer.from_prediction(out.prediction, run)
-
+def _who_routes(router: APIRouter, ctx: _Log) -> None:
     @router.get("/me", response_model=CallerOut, summary="Who the server takes you to be")
     async def me(request: Request) -> CallerOut:
-        who = await caller(request)
+        who = await ctx.caller(request)
         k = who.keeper
         return CallerOut(name=None if k is None else k.name, role="keeper" if k is None else k.role,
                          local=k is None)
 
     @router.get("/places", response_model=Places, summary="The places offered when saving")
     async def places(request: Request) -> Places:
-        await caller(request)
-        return Places(places=[p.__dict__ for p in await call(Store.places)])
+        await ctx.caller(request)
+        return Places(places=[p.__dict__ for p in await ctx.call(Store.places)])
 
+    @router.get("/overview", response_model=Overview, summary="Per species: last seen, per place, per week")
+    async def overview(request: Request) -> Overview:
+        await ctx.caller(request)
+        return Overview(species=[s.__dict__ for s in await ctx.call(Store.overview)])
+
+    @router.get("/species", response_model=Names, summary="Names for the species picker")
+    async def species_names(request: Request) -> Names:
+        await ctx.caller(request)
+        logged = [s.name for s in await ctx.call(Store.overview)]
+        return Names(names=list(dict.fromkeys([*ctx.names, *sorted(logged)])))
+
+
+def _save_route(router: APIRouter, ctx: _Log) -> None:
     @router.post("/sightings", response_model=Sighting, status_code=201, responses=SAVE_ERRORS,
                  summary="Save a sighting: 1 to 3 photos of one animal, where and when")
     async def save(
@@ -129,21 +161,22 @@ def add_log(app: FastAPI, config: ServeConfig, service: PhotoService, budget: Me
         key: Annotated[str | None, Form(description="a client's key for this save: a retry with the same "
                                                     "key returns the sighting saved first")] = None,
     ) -> Sighting:
-        who = await caller(request)
+        who = await ctx.caller(request)
         if not 1 <= len(photos) <= MAX_PHOTOS:
             raise InputError(f"a sighting has 1 to {MAX_PHOTOS} photos, not {len(photos)}",
                              fix="send one to three photos of the same animal in the field 'photos'")
-        async with saves[0]:
+        async with ctx.saves:
             uploads = []
             for i, upload in enumerate(photos):
                 name = _name(upload, i)
-                data = await upload.read(config.max_upload_bytes + 1)
-                if len(data) > config.max_upload_bytes:
-                    raise PhotoRejected(413, "too_large", f"photo is larger than {config.max_upload_mb:g} MB",
+                data = await upload.read(ctx.config.max_upload_bytes + 1)
+                if len(data) > ctx.config.max_upload_bytes:
+                    raise PhotoRejected(413, "too_large",
+                                        f"photo is larger than {ctx.config.max_upload_mb:g} MB",
                                         "send a smaller photo (a few megapixels is plenty)", name)
                 uploads.append((data, name))
             # The photos are answered together, so the model thread can take them in one batch.
-            answers = await asyncio.gather(*(answer(d, n) for d, n in uploads), return_exceptions=True)
+            answers = await asyncio.gather(*(ctx.answer(d, n) for d, n in uploads), return_exceptions=True)
             failed = next((a for a in answers if isinstance(a, BaseException)), None)
             if failed is not None:
                 raise failed
@@ -153,9 +186,11 @@ def add_log(app: FastAPI, config: ServeConfig, service: PhotoService, budget: Me
                               place=place or None, place_text=place_text or None,
                               answer=_sighting_answer([p.answer for p in given if p.answer]), notes=notes,
                               key=key or None)
-            view = await call(Store.save, new, by=who.keeper)
+            view = await ctx.call(Store.save, new, by=who.keeper)
         return _sighting(view)
 
+
+def _reading_routes(router: APIRouter, ctx: _Log) -> None:
     @router.get("/sightings", response_model=SightingList, summary="The log, newest first, filtered")
     async def sightings(
         request: Request,
@@ -168,72 +203,57 @@ def add_log(app: FastAPI, config: ServeConfig, service: PhotoService, budget: Me
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
     ) -> SightingList:
-        await caller(request)
+        await ctx.caller(request)
         f = Filter(species=species or None, place=place or None, status=status, since=since, until=until,
                    limit=limit, offset=offset)
-        return SightingList(sightings=[_sighting(v) for v in await call(Store.sightings, f)])
+        return SightingList(sightings=[_sighting(v) for v in await ctx.call(Store.sightings, f)])
 
     @router.get("/sightings/{sighting_id}", response_model=Sighting, summary="One sighting")
     async def one(request: Request, sighting_id: Annotated[int, Path(ge=1, le=2**62)]) -> Sighting:
-        await caller(request)
-        return _sighting(await call(Store.get, sighting_id))
+        await ctx.caller(request)
+        return _sighting(await ctx.call(Store.get, sighting_id))
 
     @router.get("/sightings/{sighting_id}/history", response_model=History,
                 summary="Who changed what, when (a model's new answer never overwrites a person's label)")
     async def history(request: Request, sighting_id: Annotated[int, Path(ge=1, le=2**62)]) -> History:
-        await caller(request)
-        entries = await call(Store.history, sighting_id)
+        await ctx.caller(request)
+        entries = await ctx.call(Store.history, sighting_id)
         return History(id=sighting_id, history=[e.__dict__ for e in entries])
 
     @router.get("/sightings/{sighting_id}/photos/{n}", summary="A sighting's photo (n from 0)",
                 response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
     async def photo(request: Request, sighting_id: Annotated[int, Path(ge=1, le=2**62)],
                     n: Annotated[int, Path(ge=0, lt=MAX_PHOTOS)]) -> FileResponse:
-        await caller(request)
-        view = await call(Store.get, sighting_id)
+        await ctx.caller(request)
+        view = await ctx.call(Store.get, sighting_id)
         if n >= len(view.photos):
             raise NotFound(f"sighting {sighting_id} has {len(view.photos)} photos", fix="count from 0")
-        store = await log.aget()
+        store = await ctx.store.aget()
         p = view.photos[n]
         return FileResponse(store.photos.path(p.location), media_type=p.media_type,
                             headers={"cache-control": "private, max-age=86400"})
 
     @router.get("/review", response_model=ReviewQueue, summary="Unreviewed sightings, most in need first")
     async def review(request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> ReviewQueue:
-        await caller(request)
-        queue = [_review_item(v, need) for v, need in await call(Store.review_queue, limit=500)]
+        await ctx.caller(request)
+        queue = [_review_item(v, need) for v, need in await ctx.call(Store.review_queue, limit=500)]
         queue.sort(key=lambda item: (-item.need, item.sighting.id))
         return ReviewQueue(queue=queue[:limit])
 
+
+def _review_routes(router: APIRouter, ctx: _Log) -> None:
     @router.post("/sightings/{sighting_id}/confirm", response_model=Sighting,
                  summary="A reviewer says the model's species is right")
     async def confirm(request: Request, sighting_id: Annotated[int, Path(ge=1, le=2**62)]) -> Sighting:
-        by = (await caller(request)).reviewer()
-        return _sighting(await call(Store.confirm, sighting_id, by=by))
+        by = (await ctx.caller(request)).reviewer()
+        return _sighting(await ctx.call(Store.confirm, sighting_id, by=by))
 
     @router.post("/sightings/{sighting_id}/correct", response_model=Sighting,
                  summary="A reviewer names the species: one of the run's, or a new one")
     async def correct(request: Request, sighting_id: Annotated[int, Path(ge=1, le=2**62)],
                       body: Correction) -> Sighting:
-        by = (await caller(request)).reviewer()
-        return _sighting(await call(Store.correct, sighting_id, body.species, by=by))
-
-    @router.get("/overview", response_model=Overview, summary="Per species: last seen, per place, per week")
-    async def overview(request: Request) -> Overview:
-        await caller(request)
-        return Overview(species=[s.__dict__ for s in await call(Store.overview)])
-
-    @router.get("/species", response_model=Names, summary="Names for the species picker")
-    async def species_names(request: Request) -> Names:
-        await caller(request)
-        logged = [s.name for s in await call(Store.overview)]
-        return Names(names=list(dict.fromkeys([*names, *sorted(logged)])))
-
-    app.include_router(router)
-    _add_error_handlers(app)
-    app.state.log = log
-    app.state.known_token = functools.partial(known_token, log)
-    return log
+        by = (await ctx.caller(request)).reviewer()
+        return _sighting(await ctx.call(Store.correct, sighting_id, body.species, by=by))
 
 
 def _name(upload: UploadFile, i: int) -> str:
