@@ -3,7 +3,7 @@
 // Uses api(), el(), $() and shrink() of app.js; server text is inserted with textContent only.
 "use strict";
 
-const SVG = "http://www.w3.org/2000/svg";
+const SVG = document.getElementById("svg-ns").namespaceURI;  // the page parses <svg> as SVG
 const MORE_PHOTOS = 2;          // the answered photo plus these make a sighting's 1 to 3 photos
 let me = null;                  // {name, role, local} from /api/log/me
 let answered = null;            // {file, answer} of the photo last answered
