@@ -27,6 +27,8 @@ from monkeysee.predict import Predictor
 from monkeysee.rundir import RunDir
 from monkeysee.serve import ServeConfig, create_app
 from monkeysee.serve.protocol import uvicorn_options
+from tests.serve.log_fixtures import log_client, log_config, log_db, log_service, people  # noqa: F401
+from tests.sightings.conftest import pg_server, pg_url  # noqa: F401 - the log's PostgreSQL fixtures
 
 BACKBONE = "efficientnet_lite0"
 INPUT_SIZE = 64

@@ -368,7 +368,7 @@ def test_page_is_self_contained_and_accessible(client):
     assert 'type="file"' in html and 'accept="image/*"' in html and '<label for="photo"' in html
     assert 'aria-live="polite"' in html and 'alt="' in html
     assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', html)
-    assert set(assets) == {"/static/app.css", "/static/app.js"}
+    assert set(assets) == {"/static/app.css", "/static/app.js", "/static/log.js"}
     texts = [html]
     for path in assets:
         a = client.get(path)

@@ -23,6 +23,12 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 EXAMPLES = 25
+LOG_API = {"GET /api/log/me", "GET /api/log/places", "POST /api/log/sightings", "GET /api/log/sightings",
+           "GET /api/log/sightings/{sighting_id}", "GET /api/log/sightings/{sighting_id}/history",
+           "GET /api/log/sightings/{sighting_id}/photos/{n}", "GET /api/log/review",
+           "POST /api/log/sightings/{sighting_id}/confirm", "POST /api/log/sightings/{sighting_id}/correct",
+           "GET /api/log/overview", "GET /api/log/species"}
+"""The keeper's log (fuzzed with a reviewer's token in test_serve_log_hostile.py)."""
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +43,7 @@ def operations(schema):
 
 def test_schema_lists_the_api(schema):
     assert set(operations(schema)) == {"GET /health", "GET /api/species", "POST /api/predict",
-                                       "GET /api/evidence/{number}"}
+                                       "GET /api/evidence/{number}", *LOG_API}
 
 
 @pytest.mark.parametrize("label, mode", [

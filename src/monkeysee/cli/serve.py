@@ -40,6 +40,10 @@ _HELP = {
                   "name): a species outside it is never the answer (a request may send its own list)",
     "threads": "CPU threads for the model (default: all cores but one, which is left for receiving, "
                "decoding and answering requests)",
+    "db": "the keeper's log: a SQLite file or a postgresql:// URL (default: $MONKEYSEE_DB, else "
+          "RUN-log.db beside the run folder); opened on first use, so answers are served while it is down",
+    "photos": "the log's photo folder (default: beside a SQLite file, else $MONKEYSEE_PHOTOS)",
+    "places": "places (enclosures) offered when saving a sighting; others can be written as text",
 }
 _AUTH_HELP = {
     "token": f"access token every /api call must send (Authorization: Bearer TOKEN); required beyond "

@@ -20,7 +20,7 @@ import functools
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,6 +52,7 @@ from monkeysee.serve.limits import (
     error_response,
     photo_cost,
 )
+from monkeysee.serve.log import FIX_JSON, PREFIX, SAVE_PATH, add_log
 from monkeysee.serve.schemas import (
     Box,
     Cam,
@@ -67,12 +68,15 @@ from monkeysee.serve.schemas import (
     SpeciesList,
 )
 from monkeysee.serve.service import Answer, PhotoRejected, PhotoService, rejection
+from monkeysee.sightings import MAX_PHOTOS
 
 log = logging.getLogger("monkeysee.serve")
 
 STATIC = Path(__file__).parent / "static"
 MULTIPART_SLACK = 16 * 1024
 """Bytes allowed beyond the photo itself for the multipart envelope (boundaries, part headers)."""
+FORM_BYTES = 64 * 1024
+"""Bytes allowed in a sighting's save for its text fields (place, note, time, key)."""
 OPEN_PATHS = frozenset({"/", "/health", "/openapi.json"})
 """Paths answered without the access token (with `/static/...`): the page must load to ask for it."""
 
@@ -127,6 +131,7 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
         service.open()
         yield
         service.close()
+        app.state.log.close()
 
     app = _fastapi(lifespan)
     app.state.service = service
@@ -191,6 +196,8 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
         return _response(answer, detector_info())
 
     _add_evidence(app, predictor)
+    add_log(app, config, service, budget,
+            functools.partial(_header, config=config, preprocess=service.preprocess))
     _add_page(app)
     _add_error_handlers(app)
     _add_middleware(app, config)
@@ -260,12 +267,14 @@ def _add_page(app: FastAPI) -> None:
 
 def _add_middleware(app: FastAPI, config: ServeConfig) -> None:
     # The last added runs first: headers on every answer, then the token, then the upload limits.
+    save_body = MAX_PHOTOS * (config.max_upload_bytes + MULTIPART_SLACK) + FORM_BYTES
     app.add_middleware(UploadLimit, max_body=config.max_upload_bytes + MULTIPART_SLACK,
                        fix=f"send a photo smaller than {config.max_upload_mb:g} MB",
                        max_uploads=config.max_uploads, timeout=config.upload_timeout,
-                       idle=config.idle_timeout, per_client=config.max_uploads_per_client)
+                       idle=config.idle_timeout, per_client=config.max_uploads_per_client,
+                       larger={SAVE_PATH: save_body})
     if config.token:
-        app.add_middleware(TokenAuth, token=config.token)
+        app.add_middleware(TokenAuth, token=config.token, keepers=app.state.known_token)
     app.add_middleware(SecurityHeaders)
 
 
@@ -331,6 +340,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 413:
             limit = request.app.state.config.max_upload_mb
             fix = f"send a photo smaller than {limit:g} MB"
+        elif exc.status_code == 400 and str(exc.detail).startswith("Part exceeded"):
+            fix = "shorten the text field (a note is at most a few thousand characters)"
+        elif exc.status_code == 400 and request.url.path.startswith(PREFIX) and request.url.path != SAVE_PATH:
+            fix = FIX_JSON
         elif exc.status_code == 400:
             fix = FIX_MULTIPART
         elif isinstance(exc, UploadTimeout):
@@ -361,14 +374,18 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 class TokenAuth:
     """Refuse every request but the page, its files and /health without `Authorization: Bearer <token>`
-    (compared in constant time); runs before the upload guard, so strangers cannot even hold a slot."""
+    (compared in constant time), or a keeper's token when `keepers` says it is one; runs before the
+    upload guard, so strangers cannot even hold a slot."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str,
+                 keepers: Callable[[str], Awaitable[bool]] | None = None) -> None:
         self.app = app
         self.expected = f"bearer {token}".encode()
+        self.keepers = keepers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._open(scope["path"]) or self._allowed(scope):
+        if scope["type"] != "http" or self._open(scope["path"]) or self._allowed(scope) \
+                or await self._keeper(scope):
             await self.app(scope, receive, send)
             return
         await error_response(
@@ -386,6 +403,13 @@ class TokenAuth:
         given = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), b"")
         scheme, _, credential = given.partition(b" ")
         return hmac.compare_digest(scheme.lower() + b" " + credential.strip(), self.expected)
+
+    async def _keeper(self, scope: Scope) -> bool:
+        given = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), b"")
+        scheme, _, credential = given.partition(b" ")
+        if self.keepers is None or scheme.lower() != b"bearer" or not credential.strip():
+            return False
+        return await self.keepers(credential.strip().decode("latin-1"))
 
 
 class SecurityHeaders:

@@ -42,6 +42,9 @@ class ServeConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     threads: int | None = None  # torch threads; the command sets them, the app does not
     collection: str | None = None  # file of this zoo's species, one per line (data.collection)
+    db: str | None = None  # the keeper's log: a SQLite file or a postgresql:// URL (else MONKEYSEE_DB)
+    photos: Path | None = None  # the log's photo folder (default: beside a SQLite file)
+    places: tuple[str, ...] = ()  # places (enclosures) offered when saving a sighting
 
     def __post_init__(self) -> None:
         """Every limit checked here, once, whether the command or code built the config."""
@@ -78,6 +81,11 @@ class ServeConfig:
     @property
     def decode_budget_bytes(self) -> int:
         return int(self.decode_budget_mb * MB)
+
+    @property
+    def log_default(self) -> Path:
+        """The log's SQLite file when neither --db nor MONKEYSEE_DB names one: beside the run folder."""
+        return self.run_dir.with_name(self.run_dir.name + "-log.db")
 
     @property
     def memory_ceiling_bytes(self) -> int:

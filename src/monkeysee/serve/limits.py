@@ -131,9 +131,10 @@ class UploadLimit:
 
     def __init__(self, app: ASGIApp, max_body: int, fix: str = "send a smaller photo",
                  max_uploads: int = 128, timeout: float = 60.0, idle: float = 10.0,
-                 per_client: int = 16) -> None:
+                 per_client: int = 16, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_body = max_body
+        self.larger = larger or {}  # path -> its own body limit (a sighting carries several photos)
         self.fix = fix
         self.max_uploads = max_uploads
         self.per_client = per_client
@@ -151,8 +152,9 @@ class UploadLimit:
             await error_response(400, "bad_request", "Content-Length header is not a number",
                                  "send a valid Content-Length")(scope, receive, send)
             return
-        if declared is not None and declared > self.max_body:
-            detail = str(UploadTooLarge(self.max_body).detail)
+        max_body = self.larger.get(scope["path"], self.max_body)
+        if declared is not None and declared > max_body:
+            detail = str(UploadTooLarge(max_body).detail)
             await error_response(413, "too_large", detail, self.fix)(scope, receive, send)
             return
         client = scope["client"][0] if scope.get("client") else ""
@@ -165,7 +167,7 @@ class UploadLimit:
         self.in_flight += 1
         self.by_client[client] += 1
         try:
-            await self.app(scope, self._guarded(receive), send)
+            await self.app(scope, self._guarded(receive, max_body), send)
         finally:
             self.in_flight -= 1
             self.by_client[client] -= 1
@@ -180,7 +182,7 @@ class UploadLimit:
             return f"this address has {self.by_client[client]} uploads in flight already"
         return None
 
-    def _guarded(self, receive: Receive) -> Receive:
+    def _guarded(self, receive: Receive, max_body: int) -> Receive:
         deadline = anyio.current_time() + self.timeout
         received = 0
         done = False
@@ -195,8 +197,8 @@ class UploadLimit:
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     done = not message.get("more_body", False)
-                    if received > self.max_body:
-                        raise UploadTooLarge(self.max_body)
+                    if received > max_body:
+                        raise UploadTooLarge(max_body)
                 return message
             if anyio.current_time() >= deadline:
                 raise UploadTimeout(f"the upload did not arrive within {self.timeout:g} seconds "

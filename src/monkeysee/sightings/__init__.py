@@ -22,7 +22,7 @@ Photos live once per content hash in a folder (`log.db-photos/` beside a SQLite 
 MONKEYSEE_PHOTOS); rows hold their hash and path.
 """
 
-from monkeysee.sightings.errors import AccessError, InputError, SightingError, StoreUnavailable
+from monkeysee.sightings.errors import AccessError, InputError, NotFound, SightingError, StoreUnavailable
 from monkeysee.sightings.records import (
     Filter,
     HistoryEntry,
@@ -46,6 +46,7 @@ __all__ = [
     "KeeperView",
     "ModelAnswer",
     "NewSighting",
+    "NotFound",
     "PhotoIn",
     "PhotoView",
     "PlaceView",

@@ -13,6 +13,10 @@ class InputError(SightingError):
     """A value a keeper typed or sent that the log refuses (too long, a path in a name, unknown id)."""
 
 
+class NotFound(InputError):
+    """A sighting number that names no sighting."""
+
+
 class AccessError(SightingError):
     """A token that names nobody, or a keeper asking for what their role does not allow."""
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from monkeysee.sightings import database, validate
-from monkeysee.sightings.errors import AccessError, InputError
+from monkeysee.sightings.errors import AccessError, InputError, NotFound
 from monkeysee.sightings.photos import PhotoFolder, describe
 from monkeysee.sightings.records import (
     Filter,
@@ -214,7 +214,7 @@ class Store:
     def _row(self, s: Session, sighting_id: int) -> Sighting:
         row = s.get(Sighting, sighting_id)
         if row is None:
-            raise InputError(f"no sighting number {sighting_id}", fix="list the log for the numbers")
+            raise NotFound(f"no sighting number {sighting_id}", fix="list the log for the numbers")
         return row
 
     def sightings(self, f: Filter | None = None) -> list[SightingView]:

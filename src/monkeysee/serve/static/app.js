@@ -51,7 +51,7 @@ function askToken(refused) {
 async function api(url, options = {}) {
   for (;;) {
     const token = sessionStorage.getItem(TOKEN_KEY);
-    const headers = token ? {Authorization: `Bearer ${token}`} : {};
+    const headers = {...(options.headers || {}), ...(token ? {Authorization: `Bearer ${token}`} : {})};
     const response = await fetch(url, {...options, headers});
     if (response.status !== 401) return response;
     await askToken(Boolean(token));
@@ -131,6 +131,7 @@ async function send(file) {
     if (id === current) result.removeAttribute("aria-busy");
   }
   showAnswer(answer);
+  document.dispatchEvent(new CustomEvent("monkeysee:answer", {detail: {file, answer}}));  // log.js
 }
 
 function showError(detail, fix) {
