@@ -331,8 +331,8 @@ class Predictor:
             )
             if out[-1].verdict == SPECIES:
                 a = answers[i]
-                out[-1] = replace(out[-1], rank=a.rank, taxon=a.taxon, taxon_probability=a.probability,
-                                  unsure=a.rank is None)
+                out[-1] = replace(out[-1], rank=a.rank, taxon=a.taxon, unsure=a.rank is None,
+                                  taxon_probability=a.probability if a.rank else None)
         return out
 
     def answers(self, probs: np.ndarray) -> list[LadderAnswer]:
