@@ -4,9 +4,8 @@ confirm and correct, a sighting's history, and the species overview (who may do 
 A save sends 1 to 3 photos of one animal; the server answers them with the model in one batch (the log
 records the model's answer, not the client's word for it): each photo alone, and the sighting as their
 fused probabilities (`sightings.fusion`) on the answer ladder. Photos and answers are stored in one
-transaction. Photo bytes
-live only as long as the request. Saving under a `key` already saved returns the first sighting, so a
-client retrying after a lost reply never saves twice.
+transaction. Photo bytes live only as long as the request. Saving under a `key` already saved returns
+the first sighting, so a client retrying after a lost reply never saves twice.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime.
