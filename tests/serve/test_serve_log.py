@@ -3,9 +3,13 @@ who may do what."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from monkeysee.sightings import Fusion
 from tests.serve.log_fixtures import auth, save
+
+LATIN = ("Alouatta palliata", "Erythrocebus patas", "Cacajao calvus")  # the served run's species, in order
 
 
 def test_a_keeper_saves_a_sighting_with_two_photos_and_the_model_answers_each(log_client, people, make_photo):
@@ -22,13 +26,29 @@ def test_a_keeper_saves_a_sighting_with_two_photos_and_the_model_answers_each(lo
     assert [p["probability"] for p in s["photos"]] == pytest.approx([a["probability"] for a in answers],
                                                                     abs=1e-5)
     assert [p["species_hint"] for p in s["photos"]] == [a["latin_name"] for a in answers]
-    best = max(answers, key=lambda a: (a["verdict"] == "species", a["probability"]))
+    # The sighting's answer is the photos' fused probabilities, not the surest photo's.
+    fused = Fusion().fuse(np.array([[g["probability"] for g in sorted(a["top"], key=lambda g: g["index"])]
+                                    for a in answers]), [a["quality"]["ok"] for a in answers])
     assert (s["probability"], s["species_hint"], s["verdict"]) == (
-        pytest.approx(best["probability"], abs=1e-5), best["latin_name"], best["verdict"])
+        pytest.approx(fused.max(), abs=1e-5), LATIN[int(fused.argmax())], "species")
+    assert s["probability"] != pytest.approx(max(a["probability"] for a in answers), abs=1e-3)
     assert s["photos"][1]["url"] == "/api/log/sightings/1/photos/1"
     photo = log_client.get(s["photos"][1]["url"], headers=auth(people["ana"]))
     assert photo.status_code == 200 and photo.content == make_photo(seed=2)
     assert photo.headers["content-type"] == "image/jpeg"
+
+
+def test_a_sightings_answer_is_exactly_the_fusion_of_its_photos_answered_in_one_batch(
+        log_client, people, make_photo, log_service):
+    photos = [make_photo(seed=21), make_photo((64, 96), seed=22), make_photo(seed=23)]
+    s = save(log_client, photos, people["ana"]).json()
+    predictor = log_service.predictor
+    images = [log_service.read(p, f"p{i}.jpg") for i, p in enumerate(photos)]
+    probs = predictor.probabilities(predictor.forward(predictor.prepare(images)).logits.float().numpy())
+    fused = Fusion().fuse(probs, [predictor.assess(im).ok for im in images])
+    assert s["probability"] == float(fused.max())
+    assert [p["probability"] for p in s["photos"]] == [pytest.approx(float(q.max()), abs=1e-6) for q in probs]
+    assert [p["weight"] for p in s["photos"]] == [1.0, 1.0, 1.0]
 
 
 def test_a_retry_with_the_same_key_saves_once(log_client, people, make_photo):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from monkeysee.sightings import ModelAnswer
 from monkeysee.sightings.fusion import Fusion
 
 P = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1]])
@@ -56,3 +57,56 @@ def test_a_sighting_of_poor_photos_is_fused_and_asks_for_another(tiny_run) -> No
     assert [a.species_hint for a in got.photos] == [p.best.species.display_latin for p in alone]
     assert (got.answer.species_hint, got.answer.rank, got.answer.verdict, got.weights) == \
         ("Caerulea simia", None, "retake", (0.5, 0.5))
+
+
+def _torn_photos(tiny_run):
+    """The tiny run's predictor and two good photos' features, qualities and logits, each photo torn
+    between n1 and another species, the surer one (photo 1) naming n0."""
+    from dataclasses import replace
+
+    from monkeysee.predict import Predictor
+    from tests.conftest import COLOURS, synthetic_photo
+
+    predictor = Predictor.from_run_dir(tiny_run)
+    photos = [synthetic_photo(COLOURS["n1"], seed=600 + i) for i in range(2)]
+    feats = predictor.forward(predictor.prepare(photos)).features.float().numpy()
+    qualities = [replace(predictor.assess(p), ok=True, problems=()) for p in photos]  # taken as good
+    logits = np.log(np.array([[0.52, 0.43, 0.05], [0.05, 0.45, 0.50]])) * predictor.calibration.temperature
+    return predictor, feats, qualities, logits
+
+
+def test_two_photos_unsure_between_two_species_fuse_to_the_one_both_find_likely(tiny_run) -> None:
+    from monkeysee.sightings.fusion import fuse_answers
+
+    predictor, feats, qualities, logits = _torn_photos(tiny_run)
+    probs = predictor.probabilities(logits)
+    got = fuse_answers(predictor, logits, feats, qualities, run="tiny")
+    np.testing.assert_array_equal(got.probabilities, Fusion().fuse(probs, [True, True]))
+    assert [a.species_hint for a in got.photos] == ["Rubra simia", "Caerulea simia"]
+    assert probs[0].max() > probs[1].max()
+    fused = Fusion().fuse(probs, [True, True])
+    assert (got.answer.species_hint, got.answer.rank, got.answer.taxon, got.answer.verdict) == \
+        ("Viridis simia", "species", "Viridis simia", "species")
+    assert got.answer.probability == float(fused[1]) and got.weights == (1.0, 1.0)
+
+
+def test_the_fused_probabilities_climb_the_answer_ladder(tiny_run) -> None:
+    from monkeysee.data.taxonomy import Taxonomy
+    from monkeysee.models.ladder import rungs
+    from monkeysee.sightings.fusion import fuse_answers
+
+    predictor, feats, qualities, logits = _torn_photos(tiny_run)
+    genus = Taxonomy(("genus",), {"n0": ("Rubra",), "n1": ("Frigida",), "n2": ("Frigida",)}, "test")
+    predictor.ladder, predictor.thresholds = rungs(["n0", "n1", "n2"], genus), (0.9, 0.6)
+    got = fuse_answers(predictor, logits, feats, qualities, run="tiny")
+    # Photo 1: no rank sure enough (n0 0.52 < 0.9, Rubra 0.52 < 0.6); photo 2: Frigida 0.95.
+    assert [(a.rank, a.taxon, a.verdict) for a in got.photos] == [(None, None, "unknown"),
+                                                                  ("genus", "Frigida", "species")]
+    fused = Fusion().fuse(predictor.probabilities(logits), [True, True])
+    assert fused[1] < 0.9 and 0.6 <= fused[1] + fused[2] < 0.9  # not sure of n1, sure of its genus
+    assert (got.answer.rank, got.answer.taxon, got.answer.species_hint, got.answer.verdict) == \
+        ("genus", "Frigida", "Viridis simia", "species")
+    predictor.thresholds = (0.9, 0.9)
+    assert fuse_answers(predictor, logits, feats, qualities, run="tiny").answer == ModelAnswer(
+        run="tiny", rank=None, taxon=None, species_hint="Viridis simia", probability=float(fused[1]),
+        verdict="unknown")

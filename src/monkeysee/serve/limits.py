@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,6 +35,14 @@ def photo_cost(header: PhotoHeader) -> int:
     """Bytes decoding and answering the photo with this header take at most: its decoding, and the
     answer's copy at the size it decodes to (`header.output`)."""
     return header.decode_bytes + ANSWER_BYTES_PER_PIXEL * header.output[0] * header.output[1]
+
+
+def sighting_cost(headers: Sequence[PhotoHeader]) -> int:
+    """Bytes answering a sighting's photos takes at most when they are decoded one after another and kept
+    until the model has answered them all: the largest decoding, and each photo's decoded copy and its
+    answer's copy (`ANSWER_BYTES_PER_PIXEL` each, an upper bound for an RGB photo)."""
+    kept = sum(2 * ANSWER_BYTES_PER_PIXEL * h.output[0] * h.output[1] for h in headers)
+    return max(h.decode_bytes for h in headers) + kept
 
 
 class MemoryBudget:

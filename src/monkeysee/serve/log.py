@@ -1,14 +1,14 @@
 """The keeper's log over HTTP: save a sighting after an answer, list and filter the log, the review queue,
 confirm and correct, a sighting's history, and the species overview (who may do what: `log_access`).
 
-A save sends 1 to 3 photos of one animal; the server answers each with the model (the log records the
-model's answer, not the client's word for it) and stores photos and answer in one transaction. Photo bytes
-live only as long as the request. Saving under a `key` already saved returns the first sighting, so a
-client retrying after a lost reply never saves twice.
+A save sends 1 to 3 photos of one animal; the server answers them with the model in one batch (the log
+records the model's answer, not the client's word for it): each photo alone, and the sighting as their
+fused probabilities (`sightings.fusion`) on the answer ladder. Photos and answers are stored in one
+transaction. Photo bytes live only as long as the request. Saving under a `key` already saved returns
+the first sighting, so a client retrying after a lost reply never saves twice.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime.
-import asyncio
 import functools
 from collections.abc import Callable
 from datetime import datetime
@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from monkeysee.data.images import PhotoHeader
 from monkeysee.serve.config import ServeConfig
-from monkeysee.serve.limits import MemoryBudget, error_response, photo_cost
+from monkeysee.serve.limits import MemoryBudget, error_response, sighting_cost
 from monkeysee.serve.log_access import Caller, LogStore, Refused, identify, known_token
 from monkeysee.serve.log_schemas import (
     Caller as CallerOut,
@@ -43,10 +43,10 @@ from monkeysee.sightings import (
     AccessError,
     Filter,
     InputError,
-    ModelAnswer,
     NewSighting,
     NotFound,
     PhotoIn,
+    SightingAnswer,
     SightingView,
     Store,
     StoreUnavailable,
@@ -100,13 +100,13 @@ class _Log:
         store = await self.store.aget()
         return await anyio.to_thread.run_sync(functools.partial(method, store, *args, **kwargs))
 
-    async def answer(self, data: bytes, name: str) -> ModelAnswer:
-        head = await anyio.to_thread.run_sync(self.header, data, name)
-        async with self.budget.reserve(photo_cost(head)):
-            work = functools.partial(self.service.answer, data, name, self.config.top_k, False, False,
-                                     header=head)
-            out = await anyio.to_thread.run_sync(work)
-        return ModelAnswer.from_prediction(out.prediction, self.run)
+    async def answer(self, uploads: list[tuple[bytes, str]]) -> SightingAnswer:
+        """The sighting's answer and each photo's: the photos checked, decoded and answered together
+        within one share of the memory budget."""
+        heads = [await anyio.to_thread.run_sync(self.header, data, name) for data, name in uploads]
+        async with self.budget.reserve(sighting_cost(heads)):
+            work = functools.partial(self.service.answer_sighting, uploads, self.run)
+            return await anyio.to_thread.run_sync(work)
 
 
 def add_log(app: FastAPI, config: ServeConfig, service: PhotoService, budget: MemoryBudget,
@@ -175,17 +175,13 @@ def _save_route(router: APIRouter, ctx: _Log) -> None:
                                         f"photo is larger than {ctx.config.max_upload_mb:g} MB",
                                         "send a smaller photo (a few megapixels is plenty)", name)
                 uploads.append((data, name))
-            # The photos are answered together, so the model thread can take them in one batch.
-            answers = await asyncio.gather(*(ctx.answer(d, n) for d, n in uploads), return_exceptions=True)
-            failed = next((a for a in answers if isinstance(a, BaseException)), None)
-            if failed is not None:
-                raise failed
-            given = [PhotoIn(d, n, answer=a) for (d, n), a in zip(uploads, answers, strict=True)
-                     if isinstance(a, ModelAnswer)]
+            # One answer for the animal: the photos' fused probabilities; each photo keeps its own.
+            said = await ctx.answer(uploads)
+            given = [PhotoIn(d, n, answer=a, weight=w)
+                     for (d, n), a, w in zip(uploads, said.photos, said.weights, strict=True)]
             new = NewSighting(photos=given, observed_at=observed_at or datetime.now().astimezone(),
-                              place=place or None, place_text=place_text or None,
-                              answer=_sighting_answer([p.answer for p in given if p.answer]), notes=notes,
-                              key=key or None)
+                              place=place or None, place_text=place_text or None, answer=said.answer,
+                              notes=notes, key=key or None)
             view = await ctx.call(Store.save, new, by=who.keeper)
         return _sighting(view)
 
@@ -259,12 +255,6 @@ def _review_routes(router: APIRouter, ctx: _Log) -> None:
 def _name(upload: UploadFile, i: int) -> str:
     name = (upload.filename or f"photo {i + 1}").replace("\n", " ").replace("\r", " ")
     return name[:80] or f"photo {i + 1}"
-
-
-def _sighting_answer(answers: list[ModelAnswer]) -> ModelAnswer:
-    """The sighting's answer from its photos' answers: the surest photo's, preferring one that names a
-    species (a 'retake' or 'unknown' photo beside a clear one does not decide)."""
-    return max(answers, key=lambda a: (a.verdict == "species", a.probability or 0.0))
 
 
 def _sighting(v: SightingView) -> Sighting:

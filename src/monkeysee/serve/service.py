@@ -31,6 +31,7 @@ from monkeysee.errors import ImageError, MonkeyseeError
 from monkeysee.explain import DEFAULT_METHOD, Explainer, render
 from monkeysee.models.unknown import UnknownDetector
 from monkeysee.predict import Prediction, Predictor
+from monkeysee.sightings import Fusion, SightingAnswer, fuse_answers
 
 HEAT_OPACITY = (0.15, 0.75)
 """Opacity of the heatmap layer where the map is 0 and where it is 1."""
@@ -184,6 +185,20 @@ class PhotoService:
             images = self._draw(out, image.size, self.predictor.species[target].display_name, heatmap)
         return Answer(prediction, *header.upright, images)
 
+    def answer_sighting(self, photos: Sequence[tuple[bytes, str]], run: str,
+                        fusion: Fusion | None = None) -> SightingAnswer:
+        """Answer 1-3 photos of one animal as one sighting: each decoded with this service's limits, one
+        after another, all sent to the model thread as one batch, each photo's own answer and the fused
+        one (`sightings.fusion`). Nothing is kept once it returns."""
+        images = [self.read(data, name) for data, name in photos]
+        jobs = self._worker.submit_all([_Job(image, False) for image in images])
+        qualities = [self.predictor.assess(image) for image in images]  # while the model works
+        del images
+        outs: list[_Output] = [job.result() for job in jobs]
+        return fuse_answers(self.predictor, np.stack([o.logits for o in outs]),
+                            np.stack([o.features for o in outs]), qualities, run, fusion,
+                            [name for _, name in photos])
+
     # --- drawing (request threads) ------------------------------------------------------------------
 
     def _draw(self, out: _Output, size: tuple[int, int], species: str, heatmap: bool) -> CamImages:
@@ -294,6 +309,15 @@ class _BatchWorker:
         self._queue.put((job, future))
         return future
 
+    def submit_all(self, jobs: Sequence[_Job]) -> list[Future]:
+        """Queue `jobs` as one group: they are answered in the same batch (which may then hold up to
+        `len(jobs) - 1` more than `max_batch`)."""
+        group: list[tuple[_Job, Future]] = [(job, Future()) for job in jobs]
+        if self.closed:
+            raise RuntimeError("the model worker is closed")
+        self._queue.put(group)
+        return [fut for _, fut in group]
+
     def close(self, timeout: float = 10.0) -> None:
         if not self.closed:
             self.closed = True
@@ -311,16 +335,16 @@ class _BatchWorker:
         """`first` and whatever else is waiting, up to `max_batch`; and whether to stop after them."""
         if first is _STOP:
             return [], True
-        batch = [first]
+        batch = _items(first)
         while len(batch) < self.max_batch:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is _STOP:
-                return batch, True  # type: ignore[return-value]
-            batch.append(item)
-        return batch, False  # type: ignore[return-value]
+                return batch, True
+            batch.extend(_items(item))
+        return batch, False
 
     def _answer(self, batch: list[tuple[_Job, Future]]) -> None:
         """Run `batch` and hand out its results. The decoded photos are let go of first (`batch` is
@@ -345,3 +369,8 @@ class _BatchWorker:
                 fut.set_exception(out)
             else:
                 fut.set_result(out)
+
+
+def _items(item: object) -> list[tuple[_Job, Future]]:
+    """The jobs of one queue entry: a job submitted alone, or a group from `submit_all`."""
+    return item if isinstance(item, list) else [item]  # type: ignore[list-item]

@@ -15,6 +15,8 @@ Public face (serve and cli import only this):
     store.confirm(id, by=reviewer); store.correct(id, "Species name", by=reviewer)   # AccessError otherwise
     store.edit_notes(id, text, by); store.answer_again(id, ModelAnswer)   # never touches people's labels
     store.overview() -> [SpeciesOverview]; store.all() -> every sighting in number order
+    answer_sighting(predictor, images, run) -> SightingAnswer   # 1-3 photos of one animal, fused
+    fuse_answers(predictor, logits, features, qualities, run)  # the same from the model's outputs
 
 Errors: InputError (a value refused, with the field and the fix), AccessError (token or role),
 StoreUnavailable (database down or full, photo folder not writable): all `MonkeyseeError`s.
@@ -23,6 +25,7 @@ MONKEYSEE_PHOTOS); rows hold their hash and path.
 """
 
 from monkeysee.sightings.errors import AccessError, InputError, NotFound, SightingError, StoreUnavailable
+from monkeysee.sightings.fusion import Fusion, SightingAnswer, answer_sighting, fuse_answers
 from monkeysee.sightings.records import (
     Filter,
     HistoryEntry,
@@ -41,6 +44,7 @@ __all__ = [
     "MAX_PHOTOS",
     "AccessError",
     "Filter",
+    "Fusion",
     "HistoryEntry",
     "InputError",
     "KeeperView",
@@ -50,10 +54,13 @@ __all__ = [
     "PhotoIn",
     "PhotoView",
     "PlaceView",
+    "SightingAnswer",
     "SightingError",
     "SightingView",
     "SpeciesOverview",
     "Store",
     "StoreUnavailable",
+    "answer_sighting",
+    "fuse_answers",
     "open_store",
 ]

@@ -19,11 +19,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from monkeysee.data.collection import restricted
+from monkeysee.models.ladder import SPECIES
 from monkeysee.sightings.records import ModelAnswer
 
 if TYPE_CHECKING:
     from PIL import Image
 
+    from monkeysee.data.quality import Quality
     from monkeysee.predict import Predictor
 
 POOR_WEIGHT = 1.0
@@ -65,24 +68,34 @@ class SightingAnswer:
 
 def answer_sighting(predictor: Predictor, images: Sequence[Image.Image], run: str,
                     fusion: Fusion | None = None) -> SightingAnswer:
-    """Answer 1-3 photos of one animal in one forward pass: each photo alone, and all of them fused.
-    The sighting is "not one of my species" when every photo is, "take another photo" when no photo
-    is good enough, else the fused species."""
-    fusion = fusion or Fusion()
-    x = predictor.prepare(images)
-    p = predictor.forward(x)
+    """Answer 1-3 photos of one animal in one forward pass: each photo alone, and all of them fused."""
+    p = predictor.forward(predictor.prepare(images))
     assert p.features is not None  # a Classifier always has them
-    logits = p.logits.float().cpu().numpy()
-    qualities = [predictor.assess(im) for im in images]
-    preds = predictor.decide(logits, p.features.float().cpu().numpy(), [f"photo {i + 1}" for i in
-                             range(len(images))], 3, qualities)
+    return fuse_answers(predictor, p.logits.float().cpu().numpy(), p.features.float().cpu().numpy(),
+                        [predictor.assess(im) for im in images], run, fusion)
+
+
+def fuse_answers(predictor: Predictor, logits: np.ndarray, feats: np.ndarray, qualities: Sequence[Quality],
+                 run: str, fusion: Fusion | None = None,
+                 sources: Sequence[str] | None = None) -> SightingAnswer:
+    """A sighting's answer from its photos' logits and features (photos, ...) and quality verdicts: each
+    photo decided alone, and their calibrated probabilities (within the predictor's collection) fused and
+    answered on the answer ladder as one photo's are. The sighting is "not one of my species" when every
+    photo is or when no rank reaches its threshold, "take another photo" when no photo is good enough,
+    else the ladder's taxon (the species' Latin name at species rank, as the log names species)."""
+    fusion = fusion or Fusion()
+    sources = sources or [f"photo {i + 1}" for i in range(len(logits))]
+    preds = predictor.decide(logits, feats, sources, 3, qualities)
     good = [q.ok for q in qualities]
-    fused = fusion.fuse(predictor.probabilities(logits), good)
+    fused = fusion.fuse(restricted(predictor.probabilities(logits), predictor.collection), good)
     best = predictor.species[int(fused.argmax())]
-    verdict = "unknown" if all(pr.unknown for pr in preds) else "species" if any(good) else "retake"
     name = best.display_latin or best.display_name
-    answer = ModelAnswer(run=run, rank="species" if verdict == "species" else None,
-                         taxon=name if verdict == "species" else None, species_hint=name,
-                         probability=float(fused.max()), verdict=verdict)
+    ladder = predictor.answers(fused[None])[0]
+    verdict = ("unknown" if all(pr.unknown for pr in preds) else "retake" if not any(good)
+               else "species" if ladder.rank is not None else "unknown")
+    said = verdict == "species"
+    answer = ModelAnswer(run=run, rank=ladder.rank if said else None,
+                         taxon=(name if ladder.rank == SPECIES else ladder.taxon) if said else None,
+                         species_hint=name, probability=float(fused.max()), verdict=verdict)
     return SightingAnswer(answer, tuple(ModelAnswer.from_prediction(pr, run) for pr in preds),
                           tuple(float(w) for w in fusion.weights(good)), fused)
