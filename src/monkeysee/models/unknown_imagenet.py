@@ -46,7 +46,8 @@ def imagenet_probabilities(features: np.ndarray, head: ImageNetHead) -> np.ndarr
     x = _rows(features)
     if x.shape[1] != weight.shape[1]:
         raise ValueError(f"features have {x.shape[1]} dimensions, the ImageNet head reads {weight.shape[1]}")
-    return softmax(x @ np.asarray(weight, dtype=np.float64).T + np.asarray(bias, dtype=np.float64))
+    # float32 like the network: a float64 copy of the head would cost more than the product itself
+    return softmax(x.astype(np.float32) @ np.asarray(weight, dtype=np.float32).T + bias)
 
 
 def claimed_classes(probs: np.ndarray, targets: np.ndarray, claim: float) -> np.ndarray:
