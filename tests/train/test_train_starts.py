@@ -73,7 +73,7 @@ def test_one_photo_per_species_trains_to_the_end_without_validation(tmp_path, ca
     manifest = RunDir(out).read_manifest()
     assert manifest.metrics["best"] == {"phase": "finetune", "epoch": 1, "val_loss": None, "val_acc": None}
     assert manifest.calibration["temperature"] == 1.0
-    assert RunDir(out).load_detector(manifest).name == "knn_imagenet"
+    assert RunDir(out).load_detector(manifest).name == "knn"
     assert [(r["phase"], r["epoch"]) for r in RunDir(out).read_history()] == [
         ("head", 1), ("head", 2), ("finetune", 1)]
 
