@@ -43,7 +43,7 @@ _HELP: dict[str, str] = {
     "device": "auto, cpu or cuda",
     "workers": "photo-decoding worker processes",
     "store": "feature-store folder, shared by runs over the same photos (default: beside --out)",
-    "unknown_detector": "max_softmax, energy, max_logit, mahalanobis or knn",
+    "unknown_detector": "max_softmax, energy, max_logit, mahalanobis, knn or knn_imagenet",
     "unknown_keep": "share of known-species photos the unknown threshold accepts",
     "unknown_calibration": "crossfit (out-of-fold training photos + val) or val",
     "calibration": "temperature (shown probabilities fitted on val) or none",

@@ -54,6 +54,7 @@ class Detector:
     name: ClassVar[str]
     needs_features: ClassVar[bool] = False
     needs_fit: ClassVar[bool] = False
+    wants_imagenet_head: ClassVar[bool] = False  # fitted with the backbone's ImageNet classifier too
 
     def fit(self, features: np.ndarray, targets: np.ndarray) -> Detector:
         """Learn from training features; logit-only detectors have nothing to learn."""
@@ -428,6 +429,9 @@ def build_detector(
     threshold = calibrate_threshold(det.score(known_logits, known_features), keep)
     return UnknownDetector(name, threshold, float(keep), DetectorState.of(det))
 
+
+# Importing the module registers its detectors.
+from monkeysee.models import unknown_imagenet as _imagenet  # noqa: E402,F401  # isort: skip
 
 __all__ = [
     "DETECTORS",

@@ -3,11 +3,20 @@ detector, both fitted on the best epoch's pooled features."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from monkeysee.config import TrainConfig
 from monkeysee.models.calibration import Calibration, crossfit_threshold, fit_temperature
-from monkeysee.models.unknown import DetectorState, UnknownDetector, build_detector, calibrate_threshold
+from monkeysee.models.unknown import (
+    DETECTORS,
+    DetectorState,
+    UnknownDetector,
+    build_detector,
+    calibrate_threshold,
+)
+from monkeysee.models.unknown_imagenet import imagenet_head
 
 POOR_KEEP = 0.99
 """A photo too poor to judge is called "not one of my species" only above the bar that keeps this share of
@@ -32,15 +41,24 @@ def unknown_detector(cfg: TrainConfig, train_views: np.ndarray, targets: np.ndar
     small validation split; "val" uses the validation photos alone."""
     n = len(targets)
     view_count = len(train_views) // n
+    params = detector_inputs(cfg)
     if cfg.unknown_calibration == "val":
         return build_detector(cfg.unknown_detector, train_views[:n], targets, val_logits, val_feats,
-                              keep=cfg.unknown_keep)
+                              keep=cfg.unknown_keep, **params)
     fit = crossfit_threshold(cfg.unknown_detector, train_views, np.tile(targets, view_count), val_feats,
                              val_logits, keep=cfg.unknown_keep, seed=cfg.seed,
-                             groups=np.tile(np.arange(n), view_count))
+                             groups=np.tile(np.arange(n), view_count), **params)
     clean = fit.train_scores[:n]  # view 0 of every photo; empty for detectors fitted to nothing
     threshold = calibrate_threshold(np.concatenate([clean, fit.val_scores]), cfg.unknown_keep)
     degraded = fit.train_scores[n:]  # the augmented views, out of fold: how high known photos go
     poor = calibrate_threshold(degraded, POOR_KEEP) if len(degraded) else None
     state = DetectorState.of(fit.detector)
     return UnknownDetector(cfg.unknown_detector, threshold, cfg.unknown_keep, state, poor)
+
+
+def detector_inputs(cfg: TrainConfig) -> dict[str, Any]:
+    """What the chosen detector is fitted with besides the features: the backbone's ImageNet classifier
+    for a detector that weighs its evidence (none when the weights hold no classifier)."""
+    if not DETECTORS.get(cfg.unknown_detector).wants_imagenet_head:
+        return {}
+    return {"imagenet": imagenet_head(cfg.backbone, cfg.weights)}
