@@ -36,6 +36,7 @@ from safetensors.torch import load_file
 
 from monkeysee.checkpoint import Manifest, atomic_save_tensors, tensor_bytes
 from monkeysee.data.layout import DataIndex
+from monkeysee.data.thumbnails import Thumbnails
 from monkeysee.errors import CheckpointError, DataError
 from monkeysee.io import atomic_write_bytes, atomic_write_json
 from monkeysee.models import Classifier, create_model
@@ -291,7 +292,8 @@ class RunDir:
             raise CheckpointError(f"cannot read the evidence ({exc})", fix=_EVIDENCE_FIX,
                                   path=self.file(EVIDENCE)) from exc
         pin = manifest.files.get(THUMBNAILS, {})
-        return Evidence(bank, Thumbnails(self.file(THUMBNAILS), arrays["offsets"], pin.get("bytes")),
+        thumbs = Thumbnails(self.file(THUMBNAILS), arrays["offsets"], pin.get("bytes"), fix=_EVIDENCE_FIX)
+        return Evidence(bank, thumbs,
                         [str(p) for p in paths])
 
     def _checked_bytes(self, manifest: Manifest, name: str) -> bytes:
@@ -321,33 +323,6 @@ class Evidence:
     bank: EvidenceBank
     thumbnails: Thumbnails
     paths: list[str]
-
-
-class Thumbnails:
-    """The packed thumbnails of the training photos, read one at a time by bank row."""
-
-    def __init__(self, path: Path, offsets: np.ndarray, size: int | None) -> None:
-        self.path, self.offsets, self.size = path, np.asarray(offsets, dtype=np.int64), size
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.offsets[-1])
-
-    def read(self, row: int) -> bytes:
-        """Thumbnail `row`'s bytes; an IndexError for a row that is not there, a CheckpointError when the
-        file is not the one the manifest pins (truncated, replaced)."""
-        if not 0 <= row < len(self):
-            raise IndexError(f"no thumbnail {row}: the run has {len(self)}")
-        if not self.path.is_file() or self.path.stat().st_size != self.size:
-            raise CheckpointError(f"{THUMBNAILS} is missing or does not match manifest.json",
-                                  fix=_EVIDENCE_FIX, path=self.path)
-        start, stop = int(self.offsets[row]), int(self.offsets[row + 1])
-        with self.path.open("rb") as f:
-            f.seek(start)
-            return f.read(stop - start)
 
 
 class EvalFolder:

@@ -120,7 +120,6 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
         collection=config.collection,
     )
     predictor = service.predictor
-    manifest = predictor.run.manifest
     n_species = len(predictor.species)
     budget = MemoryBudget(config.decode_budget_bytes, on_idle=trim_malloc)
     workers: list[anyio.Semaphore] = []  # made on first use, inside the event loop
@@ -138,23 +137,7 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
     app.state.config = config
     app.state.budget = budget
 
-    species_list = _species_list(predictor)
-
-    def detector_info() -> DetectorInfo | None:
-        d = predictor.detector
-        return None if d is None else DetectorInfo(name=d.name, threshold=d.threshold, keep=d.keep)
-
-    @app.get("/health", response_model=Health, tags=["service"], summary="Is the model loaded?")
-    async def health() -> Health:
-        return Health(status="ok", version=__version__, backbone=manifest.backbone,
-                      species_count=n_species, input_size=manifest.preprocess.input_size,
-                      explain_layer=service.layer_name, precision=predictor.precision,
-                      detector=detector_info())
-
-    @app.get("/api/species", response_model=SpeciesList, tags=["model"],
-             summary="The species the model knows")
-    async def species() -> SpeciesList:
-        return species_list
+    detector_info = _add_info_routes(app, service)
 
     @app.post(
         "/api/predict",
@@ -202,6 +185,31 @@ def create_app(config: ServeConfig, service: PhotoService | None = None) -> Fast
     _add_error_handlers(app)
     _add_middleware(app, config)
     return app
+
+
+def _add_info_routes(app: FastAPI, service: PhotoService) -> Callable[[], DetectorInfo | None]:
+    """/health and /api/species; returns what the answers say about the unknown detector."""
+    predictor = service.predictor
+    manifest = predictor.run.manifest
+    species_list = _species_list(predictor)
+
+    def detector_info() -> DetectorInfo | None:
+        d = predictor.detector
+        return None if d is None else DetectorInfo(name=d.name, threshold=d.threshold, keep=d.keep)
+
+    @app.get("/health", response_model=Health, tags=["service"], summary="Is the model loaded?")
+    async def health() -> Health:
+        return Health(status="ok", version=__version__, backbone=manifest.backbone,
+                      species_count=len(predictor.species), input_size=manifest.preprocess.input_size,
+                      explain_layer=service.layer_name, precision=predictor.precision,
+                      detector=detector_info())
+
+    @app.get("/api/species", response_model=SpeciesList, tags=["model"],
+             summary="The species the model knows")
+    async def species() -> SpeciesList:
+        return species_list
+
+    return detector_info
 
 
 def _fastapi(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]) -> FastAPI:

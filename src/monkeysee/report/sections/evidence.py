@@ -8,12 +8,13 @@ import base64
 from typing import Any
 
 from monkeysee.data.images import load_rgb
+from monkeysee.data.thumbnails import Thumbnails
 from monkeysee.errors import MonkeyseeError
 from monkeysee.report.context import ReportContext
 from monkeysee.report.html import esc, figure, img, missing_tile, note, para, pct
 from monkeysee.report.images import jpeg_uri
 from monkeysee.report.sections import Section, section
-from monkeysee.rundir import RunDir, Thumbnails
+from monkeysee.rundir import RunDir
 
 SIDE = 96  # displayed size of every picture in this section
 
