@@ -24,7 +24,8 @@ def test_report_is_one_self_contained_file(report_html):
     page = parse(report_html)
     assert report_html.name == "report.html" and report_html.parent.name == "run"
     images = [a["src"] for tag, a in page.tags if tag == "img"]
-    assert images and all(re.fullmatch(r"data:image/(png|jpeg|webp);base64,[A-Za-z0-9+/=]+", s) for s in images)
+    data_uri = r"data:image/(png|jpeg|webp);base64,[A-Za-z0-9+/=]+"
+    assert images and all(re.fullmatch(data_uri, s) for s in images)
     for tag, a in page.tags:
         assert tag not in {"link", "iframe", "object", "embed"}, f"<{tag}> would load another file"
         assert not (tag == "script" and a.get("src")), "scripts must be inline"
