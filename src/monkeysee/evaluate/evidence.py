@@ -8,17 +8,17 @@ from typing import Any
 
 import numpy as np
 
-from monkeysee.models.evidence import EvidenceBank
+from monkeysee.models.evidence import Evidence
 
 EXAMPLES = 6
 
 
-def evidence_summary(bank: EvidenceBank, feats: np.ndarray, probs: np.ndarray, targets: np.ndarray,
+def evidence_summary(evidence: Sequence[Evidence], probs: np.ndarray, targets: np.ndarray,
                      paths: Sequence[str], examples: int = EXAMPLES) -> dict[str, Any]:
-    """The flag's figures on these photos (top-1 answers) and up to `examples` photos with their evidence:
-    flagged and wrong, flagged and right, wrong and not flagged, then right and not flagged."""
-    ranked = np.argsort(-np.asarray(probs), axis=1, kind="stable")[:, :2]
-    evidence = bank.explain(feats, ranked)
+    """The flag's figures on these photos (top-1 answers, with the evidence `predict` gave them) and up to
+    `examples` photos with their evidence: flagged and wrong, flagged and right, wrong and not flagged,
+    then right and not flagged."""
+    ranked = np.argsort(-np.asarray(probs), axis=1, kind="stable")[:, :1]
     flagged = np.array([e.check for e in evidence], dtype=bool)
     wrong = ranked[:, 0] != np.asarray(targets)
 

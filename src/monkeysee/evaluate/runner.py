@@ -30,7 +30,7 @@ from monkeysee.evaluate.plots import (
 from monkeysee.evaluate.unknown import UnknownScores
 from monkeysee.io import atomic_write_bytes
 from monkeysee.models.ladder import SPECIES, rungs
-from monkeysee.predict import Predictor
+from monkeysee.predict import Prediction, Predictor
 from monkeysee.rundir import EvalFolder, RunDir
 
 RUN_SPLITS = ("test", "val", "train")
@@ -110,17 +110,19 @@ def evaluate_run(
     metrics |= {"split": split, "unreadable": errors, "run": str(run_dir)}
     name = Path(split).name if split not in RUN_SPLITS and split != "validation" else split
     out = RunDir(run_dir).eval(name)
-    metrics["answers"] = _answers(predictor, logits, feats, probs, targets, out)
+    # one decision per photo, as `predict` gives it: detector scores, ladder answers and evidence
+    preds = predictor.decide(logits, feats, [""] * len(targets), top_k=1)
+    metrics["answers"] = _answers(predictor, preds, probs, targets, out)
     interp.save(out.predictions)
     write_features(out, feats)
     out.write_json(out.metrics, metrics)
     out.write_json(out.photo_plan, plan_photos(interp, photo_plan).to_dict())
     if predictor.detector is not None:
-        known = UnknownScores(predictor.detector.name, predictor.detector.score(logits, feats))
+        known = UnknownScores(predictor.detector.name, np.array([p.unknown_score for p in preds]))
         out.write_json(out.unknown_scores, known.to_dict())
     if predictor.evidence is not None:  # how far to trust "check this one"
-        out.write_json(out.evidence, evidence_summary(predictor.evidence.bank, feats, probs, targets,
-                                                      interp.paths))
+        out.write_json(out.evidence, evidence_summary([p.evidence for p in preds if p.evidence], probs,
+                                                      targets, interp.paths))
     cm = np.asarray(metrics["confusion_matrix"])
     names = [s.display_name for s in predictor.species]
     plot_confusion_matrix(cm, names, out.confusion_matrix)
@@ -145,12 +147,11 @@ def write_features(out: EvalFolder, feats: np.ndarray) -> None:
     atomic_write_bytes(out.features, buf.getvalue())
 
 
-def _answers(predictor: Predictor, logits: np.ndarray, feats: np.ndarray, probs: np.ndarray,
-             targets: np.ndarray, out: EvalFolder) -> dict[str, Any]:
+def _answers(predictor: Predictor, preds: list[Prediction], probs: np.ndarray, targets: np.ndarray,
+             out: EvalFolder) -> dict[str, Any]:
     """The answers as `predict` gives them (the unknown detector included, photo quality not judged):
     coverage and accuracy per rank of the answer ladder, and the species rank's risk–coverage curve,
     drawn into `out`."""
-    preds = predictor.decide(logits, feats, [""] * len(targets), top_k=1)
     ladder = predictor.ladder or rungs([s.label for s in predictor.species], None)
     names = [s.display_name for s in predictor.species]
     d = answer_metrics([p.rank for p in preds], [p.taxon for p in preds], targets, ladder, names)
