@@ -117,3 +117,24 @@ def browser():
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+def untrained_run(directory: Path, backbone: str, species: tuple, input_size: int,
+                  **manifest: object) -> Path:
+    """A run folder holding an untrained `backbone` for `species` at `input_size`, with extra manifest
+    fields (taxonomy, ladder, ...): for tests that set the answers by hand, not by training."""
+    import torch
+
+    from monkeysee.checkpoint import Manifest
+    from monkeysee.models import Preprocess, create_model, get_backbone
+    from monkeysee.rundir import RunDir
+
+    torch.manual_seed(0)
+    spec = get_backbone(backbone)
+    pre = Preprocess(input_size, 0.875, spec.preprocess.interpolation, spec.preprocess.mean,
+                     spec.preprocess.std)
+    RunDir(directory).save_checkpoint(
+        create_model(backbone, num_classes=len(species)),
+        Manifest(backbone=backbone, species=species, preprocess=pre, explain_layer=spec.explain_layer,
+                 **manifest))
+    return directory

@@ -7,15 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from monkeysee.checkpoint import Manifest
 from monkeysee.data.species import Species
 from monkeysee.errors import ConfigError, DataError
-from monkeysee.models import Preprocess, create_model, get_backbone
 from monkeysee.predict import Predictor
 from monkeysee.results_csv import csv_row
-from monkeysee.rundir import RunDir
+from tests.conftest import untrained_run
 
 SPECIES = (Species("a1", "pygmy_marmoset", "cebuella_pygmaea"),
            Species("a2", "silvery_marmoset", "mico_argentatus"),
@@ -30,13 +27,8 @@ LADDER = {"accuracy": 0.99, "ranks": ["species", "genus", "family"], "thresholds
 
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("ladder_run")
-    spec = get_backbone("efficientnet_lite0")
-    pre = Preprocess(64, 0.875, spec.preprocess.interpolation, spec.preprocess.mean, spec.preprocess.std)
-    manifest = Manifest(backbone="efficientnet_lite0", species=SPECIES, preprocess=pre,
-                        explain_layer=spec.explain_layer, taxonomy=TAXONOMY, ladder=LADDER)
-    RunDir(directory).save_checkpoint(create_model("efficientnet_lite0", num_classes=4), manifest)
+    directory = untrained_run(tmp_path_factory.mktemp("ladder_run"), "efficientnet_lite0", SPECIES, 64,
+                              taxonomy=TAXONOMY, ladder=LADDER)
     return Predictor.from_run_dir(directory, precision="fp32")
 
 

@@ -6,13 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
-from monkeysee.checkpoint import Manifest
-from monkeysee.models import Preprocess, create_model, get_backbone
-from monkeysee.rundir import RunDir
 from monkeysee.serve import ServeConfig, create_app
+from tests.conftest import untrained_run
 from tests.serve.conftest import BACKBONE, INPUT_SIZE, SPECIES, live_server, photo_bytes
 
 # every species in one genus: the genus is always sure; only a species that holds all of the probability
@@ -25,15 +22,8 @@ LADDER = {"accuracy": 0.99, "ranks": ["species", "genus", "family"], "thresholds
 
 @pytest.fixture(scope="module")
 def genus_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("genus_run")
-    spec = get_backbone(BACKBONE)
-    pre = Preprocess(INPUT_SIZE, 0.875, spec.preprocess.interpolation, spec.preprocess.mean,
-                     spec.preprocess.std)
-    manifest = Manifest(backbone=BACKBONE, species=SPECIES, preprocess=pre, explain_layer=spec.explain_layer,
-                        taxonomy=TAXONOMY, ladder=LADDER)
-    RunDir(directory).save_checkpoint(create_model(BACKBONE, num_classes=len(SPECIES)), manifest)
-    return directory
+    return untrained_run(tmp_path_factory.mktemp("genus_run"), BACKBONE, SPECIES, INPUT_SIZE,
+                         taxonomy=TAXONOMY, ladder=LADDER)
 
 
 @pytest.fixture(scope="module")
