@@ -1,16 +1,23 @@
 """Several degraded photos of one monkey, fused into one answer, against the best photo alone.
 
-Each photo of a split becomes a group of 2 or 3 (alternately) copies, each with a different corruption
-of `data.corrupt` at a random severity in [SEV_LO, 5]: the same animal photographed again in poor
-conditions. Every copy is answered alone (calibrated probabilities and the quality verdict of the
+Groups of 2 or 3 (alternately) degraded photos of one monkey, each photo under a corruption of
+`data.corrupt` at a random severity in [LO, HI] of `--severity` (default 3 to 5): the same animal
+photographed again in poor conditions. They are made in one of two ways (`--groups`):
+  copies   each photo of the split is one group of copies, each copy with a different corruption:
+           the same shot again (the hardest case for fusion: the copies share every mistake of the shot);
+  photos   the split's distinct photos of one species, shuffled and cut into groups (the set has no
+           several photos of one individual, so photos of one species stand in for them).
+Every photo is answered alone (calibrated probabilities and the quality verdict of the
 run); the group is answered by
   best photo      the copy the model is surest of (its top probability), as a keeper picking one would,
+  clearest photo  the photo with the fewest quality problems (the first of equals), as a keeper picking
+                  the clearest would,
   any photo       the first copy (what one photo gives on average),
   fused           `sightings.fusion.Fusion`, with its poor-photo weight and strength chosen on the
                   validation split's groups (lowest log loss) and measured on the test split's.
 Accuracy and ECE (15 bins) per method on the test split, with the difference to the best photo.
 
-    python benchmarks/fusion.py --run /tmp/base/run --data ../shared/data/monkeys
+    python benchmarks/fusion.py --run /tmp/base/run --data ../shared/data/monkeys [--groups photos]
 """
 
 from __future__ import annotations
@@ -28,35 +35,56 @@ from monkeysee.predict import Predictor
 from monkeysee.rundir import RunDir
 from monkeysee.sightings.fusion import POOR_WEIGHT, STRENGTH, Fusion
 
-SEV_LO = 3.0
+
+def photo_groups(samples, rng: np.random.Generator, kind: str) -> list[list]:
+    """Groups of samples of one monkey: copies of each sample, or the distinct photos of each species."""
+    if kind == "copies":
+        return [[s] * (2 + i % 2) for i, s in enumerate(samples)]
+    groups: list[list] = []
+    for target in sorted({s.target for s in samples}):
+        same = [samples[j] for j in rng.permutation(len(samples)) if samples[j].target == target]
+        while len(same) >= 2:
+            n = 3 if len(groups) % 2 and len(same) != 4 else 2
+            groups.append(same[:n])
+            same = same[n:]
+    return groups
 
 
-def answer_groups(predictor: Predictor, samples, seed: int):
-    """(probs per copy, good per copy, target) for every group of the split."""
+def load(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        photo = im.convert("RGB")
+    photo.thumbnail((512, 512))
+    return photo
+
+
+def answer_groups(predictor: Predictor, samples, seed: int, kind: str = "copies", repeats: int = 1,
+                  severity: tuple[float, float] = (3.0, 5.0)):
+    """(probs per photo, good per photo, target, clearest photo) for every group of the split, drawn
+    `repeats` times (new groups and corruptions each time)."""
     rng = np.random.default_rng(seed)
     kinds = CORRUPTIONS.names()
     groups = []
-    for i, s in enumerate(samples):
-        with Image.open(s.path) as im:
-            photo = im.convert("RGB")
-        photo.thumbnail((512, 512))
-        n = 2 + i % 2
-        chosen = rng.choice(kinds, size=n, replace=False)
-        copies = [corrupt(photo, str(k), float(rng.uniform(SEV_LO, 5.0)), rng) for k in chosen]
+    for members in itertools.chain.from_iterable(photo_groups(samples, rng, kind) for _ in range(repeats)):
+        chosen = rng.choice(kinds, size=len(members), replace=False)
+        copies = [corrupt(load(s.path), str(k), float(rng.uniform(*severity)), rng)
+                  for s, k in zip(members, chosen, strict=True)]
         x = predictor.prepare(copies)
         logits = predictor.forward(x).logits.float().cpu().numpy()
         probs = predictor.probabilities(logits)
-        good = [predictor.assess(c).ok for c in copies]
-        groups.append((probs, good, s.target))
+        checks = [predictor.assess(c) for c in copies]
+        clearest = min(range(len(checks)), key=lambda j: (len(checks[j].problems), j))
+        groups.append((probs, [q.ok for q in checks], members[0].target, clearest))
     return groups
 
 
 def methods(groups, fusion: Fusion):
     best = np.stack([g[0][g[0].max(axis=1).argmax()] for g in groups])
     first = np.stack([g[0][0] for g in groups])
+    clearest = np.stack([g[0][g[3]] for g in groups])
     fused = np.stack([fusion.fuse(g[0], g[1]) for g in groups])
     plain = np.stack([Fusion(1.0, 1.0).fuse(g[0], g[1]) for g in groups])
-    return {"best photo": best, "any photo": first, "geometric mean": plain, "fused": fused}
+    return {"best photo": best, "clearest photo": clearest, "any photo": first, "geometric mean": plain,
+            "fused": fused}
 
 
 def log_loss(probs, targets) -> float:
@@ -68,12 +96,15 @@ def main() -> None:
     ap.add_argument("--run", default="/tmp/base/run")
     ap.add_argument("--data", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--groups", choices=("copies", "photos"), default="copies")
+    ap.add_argument("--repeats", type=int, default=1, help="draw the groups this many times")
+    ap.add_argument("--severity", type=float, nargs=2, default=(3.0, 5.0), metavar=("LO", "HI"))
     args = ap.parse_args()
     run = RunDir(args.run)
     index = run.read_splits(args.data)
     predictor = Predictor.from_run_dir(args.run)
-    val = answer_groups(predictor, index.val, args.seed)
-    test = answer_groups(predictor, index.test, args.seed + 1)
+    val = answer_groups(predictor, index.val, args.seed, args.groups, args.repeats, args.severity)
+    test = answer_groups(predictor, index.test, args.seed + 1, args.groups, args.repeats, args.severity)
     vt = np.array([g[2] for g in val])
     grid = itertools.product((0.0, 0.25, 0.5, 0.75, 1.0), (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0))
     scores = {(w, k): log_loss(np.stack([Fusion(w, k).fuse(g[0], g[1]) for g in val]), vt) for w, k in grid}
@@ -83,7 +114,8 @@ def main() -> None:
           f"(log loss {scores[(w, k)]:.4f}; defaults' {default:.4f})")
     targets = np.array([g[2] for g in test])
     poor = sum(not ok for g in test for ok in g[1])
-    print(f"test split: {len(test)} groups, {sum(len(g[1]) for g in test)} photos ({poor} judged poor), "
+    photos = sum(len(g[1]) for g in test)
+    print(f"test split: {len(test)} groups of {args.groups}, {photos} photos ({poor} judged poor), "
           f"{Path(args.run)}")
     results = methods(test, Fusion(w, k)) | {"fused (defaults)": methods(test, Fusion())["fused"],
                                              "fused (poor x0.5)": methods(test, Fusion(0.5, k))["fused"]}
