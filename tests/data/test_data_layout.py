@@ -252,3 +252,31 @@ def test_json_round_trip_under_a_new_root(make_dataset, tmp_path: Path) -> None:
 def test_from_json_rejects_a_damaged_record(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="data index record is malformed"):
         DataIndex.from_json({"version": 1, "species": []}, tmp_path)
+
+
+def test_copies_of_a_photo_stay_in_one_split(make_dataset) -> None:
+    root = make_dataset({"a": 20, "b": 20})
+    for i in range(0, 20, 2):  # every second photo of "a" saved again under another name
+        (root / "a" / f"copy_{i:03d}.jpg").write_bytes((root / "a" / f"a_{i:03d}.jpg").read_bytes())
+    index = scan_dataset(root, workers=1)
+    where = {}
+    for name in ("train", "val", "test"):
+        for s in index.split(name):
+            where.setdefault((s.path.parent.name, s.path.read_bytes()), set()).add(name)
+    assert len(where) == 40 and all(len(v) == 1 for v in where.values())
+    counts = index.counts()
+    assert sum(counts[n]["a"] for n in counts) == 30
+    assert counts["test"]["a"] in (5, 6) and counts["val"]["a"] in (3, 4)  # 4.5 and 3 of 30, a pair over
+    assert index.warnings == ["10 training photo(s) are byte-identical copies of another photo of their "
+                              "species; each photo and its copies are kept in one split"]
+
+
+def test_without_copies_the_split_is_a_plain_seeded_shuffle(make_dataset) -> None:
+    import random
+
+    root = make_dataset({"a": 20})
+    index = scan_dataset(root, workers=1, seed=3)
+    order = sorted((root / "a").iterdir(), key=str)
+    random.Random("3:a").shuffle(order)
+    assert sorted(s.path for s in index.test) == sorted(order[:3])  # round(20 * 0.15)
+    assert sorted(s.path for s in index.val) == sorted(order[3:5])  # round(20 * 0.1)

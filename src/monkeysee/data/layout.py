@@ -26,6 +26,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from monkeysee.data.copies import copy_groups
 from monkeysee.data.images import is_sidecar, iter_photos, load_rgb
 from monkeysee.data.labels import read_labels_file
 from monkeysee.data.species import Species
@@ -268,12 +269,18 @@ def _split(labels: list[str], train_files: Files, val_files: Files | None, val_f
     if val_files is None:
         fractions["val"] = val_fraction
     splits: dict[str, list[Sample]] = {name: [] for name in SPLITS}
+    copies = 0
     for target, label in enumerate(labels):
-        carved = _carve(sorted(train_files[label], key=str), fractions, f"{seed}:{label}", label, warnings)
+        groups = copy_groups(sorted(train_files[label], key=str))
+        copies += sum(len(g) - 1 for g in groups)
+        carved = _carve(groups, fractions, f"{seed}:{label}", label, warnings)
         for name, paths in carved.items():
             splits[name].extend(Sample(p, target) for p in paths)
         if val_files is not None:
             splits["val"].extend(Sample(p, target) for p in sorted(val_files[label], key=str))
+    if copies:
+        warnings.append(f"{copies} training photo(s) are byte-identical copies of another photo of their "
+                        "species; each photo and its copies are kept in one split")
     return splits
 
 
@@ -384,37 +391,48 @@ def _unreadable(paths: list[Path], workers: int) -> dict[Path, str]:
 
 
 def _carve(
-    paths: list[Path], fractions: dict[str, float], rng_key: str, label: str, warnings: list[str]
+    groups: list[list[Path]], fractions: dict[str, float], rng_key: str, label: str, warnings: list[str]
 ) -> dict[str, list[Path]]:
-    """Split one class: seeded shuffle of the sorted paths, then `round(n * fraction)` per split.
+    """Split one class, given as its sorted paths grouped by `copy_groups`: seeded shuffle of the groups,
+    then `round(n * fraction)` photos per split.
 
-    Each split with a positive fraction gets at least one photo, and training keeps at least one;
-    a class too small for that stays whole in training, with a warning.
+    Copies of one photo (identical bytes) move as one, so a held-out photo is never a copy of a training
+    photo; a split may then get one or two photos more than its share. Without copies the shuffle and
+    the splits are those of a plain shuffle of the paths. Each split with a positive fraction gets at
+    least one photo, and training keeps at least one; a class too small for that stays whole in
+    training, with a warning.
     """
     wanted = {name: f for name, f in fractions.items() if f > 0}
     out: dict[str, list[Path]] = {name: [] for name in SPLITS}
-    n = len(paths)
+    paths = sorted((p for g in groups for p in g), key=str)
+    groups = list(groups)  # shuffled below: the caller's list stays as given
     if not wanted:
         out["train"] = list(paths)
         return out
-    if n < len(wanted) + 1:
+    if len(groups) < len(wanted) + 1:
         names = " and ".join(["train", *wanted])
+        copies = f" ({len(paths)} files, copies counted once)" if len(groups) < len(paths) else ""
         warnings.append(
-            f"class {label} has only {n} usable photo(s), too few for one each in {names}; "
+            f"class {label} has only {len(groups)} usable photo(s){copies}, too few for one each in {names}; "
             f"all are used for training only, so it has no {' or '.join(wanted)} photos (add photos)"
         )
         out["train"] = list(paths)
         return out
+    n = len(paths)
     sizes = {name: max(1, math.floor(n * f + 0.5)) for name, f in wanted.items()}
     while sum(sizes.values()) > n - 1:
         largest = max(sizes, key=lambda k: sizes[k])
         sizes[largest] -= 1
-    order = list(paths)
-    random.Random(rng_key).shuffle(order)
+    random.Random(rng_key).shuffle(groups)
     start = 0
     for name in ("test", "val"):
         if name in sizes:
-            out[name] = sorted(order[start : start + sizes[name]], key=str)
-            start += sizes[name]
-    out["train"] = sorted(order[start:], key=str)
+            taken: list[Path] = []
+            # leave a group for each split still to fill and one for training
+            last = len(groups) - 1 - (name == "test" and "val" in sizes)
+            while len(taken) < sizes[name] and start < last:
+                taken += groups[start]
+                start += 1
+            out[name] = sorted(taken, key=str)
+    out["train"] = sorted((p for g in groups[start:] for p in g), key=str)
     return out
