@@ -33,7 +33,7 @@ class TrainConfig:
     head_epochs: int = 30
     head_lr: float = 3e-3
     # Phase 2: the top `unfreeze` stages fine-tuned with a lower learning rate.
-    finetune_epochs: int = 6
+    finetune_epochs: int = 12
     unfreeze: int | None = None  # None = the backbone's default
     finetune_lr: float = 3e-4
     finetune_head_lr: float = 1e-3
@@ -73,7 +73,7 @@ class TrainConfig:
             (self.views >= 0, "views", ">= 0", "4"),
             (self.batch_size >= 1, "batch_size", ">= 1", "64"),
             (self.head_epochs >= 1, "head_epochs", ">= 1", "30"),
-            (self.finetune_epochs >= 0, "finetune_epochs", ">= 0", "6"),
+            (self.finetune_epochs >= 0, "finetune_epochs", ">= 0", "12"),
             (self.unfreeze is None or self.unfreeze >= 1, "unfreeze", ">= 1", "2"),
             (self.head_lr > 0, "head_lr", "> 0", "3e-3"),
             (self.finetune_lr > 0, "finetune_lr", "> 0", "3e-4"),
