@@ -9,15 +9,17 @@ photographed again in poor conditions. They are made in one of two ways (`--grou
            several photos of one individual, so photos of one species stand in for them).
 Every photo is answered alone (calibrated probabilities and the quality verdict of the
 run); the group is answered by
-  best photo      the copy the model is surest of (its top probability), as a keeper picking one would,
+  best photo      the photo the model is surest of (its top probability), as a keeper picking one would,
   clearest photo  the photo with the fewest quality problems (the first of equals), as a keeper picking
                   the clearest would,
-  any photo       the first copy (what one photo gives on average),
+  any photo       the first photo (what one photo gives on average),
   fused           `sightings.fusion.Fusion`, with its poor-photo weight and strength chosen on the
                   validation split's groups (lowest log loss) and measured on the test split's.
-Accuracy and ECE (15 bins) per method on the test split, with the difference to the best photo.
+Accuracy and ECE (15 bins) per method on the test split, with the difference to the best photo, after
+the ceiling: how often some photo of the group is right, the most that picking one photo could give.
+`--repeats N` draws the groups (and corruptions) N times, for more groups than the split has photos.
 
-    python benchmarks/fusion.py --run /tmp/base/run --data ../shared/data/monkeys [--groups photos]
+    python benchmarks/fusion.py --run RUN --data ../shared/data/monkeys [--groups photos] [--repeats 10]
 """
 
 from __future__ import annotations
