@@ -119,6 +119,21 @@ def browser():
         b.close()
 
 
+def wait_until_true(page, expression: str, timeout_s: float = 10.0) -> None:
+    """Poll a JavaScript `expression` from Python until it is true. `page.evaluate` runs over the DevTools
+    protocol, which the served page's Content-Security-Policy does not block; Playwright's
+    `wait_for_function` polls inside the page once its first check fails and compiles the expression
+    there, which a CSP without 'unsafe-eval' refuses (so a test failed whenever the images had not
+    loaded by the first check)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout_s} s: {expression}")
+        page.wait_for_timeout(50)
+
+
 def untrained_run(directory: Path, backbone: str, species: tuple, input_size: int,
                   **manifest: object) -> Path:
     """A run folder holding an untrained `backbone` for `species` at `input_size`, with extra manifest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import wait_until_true
 from tests.report.conftest import SECTION_IDS
 
 pytestmark = pytest.mark.browser
@@ -37,7 +38,7 @@ def test_every_section_heading_is_visible(page):
 
 def test_every_picture_loads_and_nothing_is_fetched(page, report_html):
     page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
-    page.wait_for_function("[...document.images].every(i => i.complete)")
+    wait_until_true(page, "[...document.images].every(i => i.complete)")
     images = page.evaluate("[...document.images].map(i => [i.alt, i.naturalWidth, i.naturalHeight])")
     assert len(images) > 20
     broken = [alt for alt, w, h in images if w == 0 or h == 0]

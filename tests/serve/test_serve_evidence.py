@@ -18,6 +18,7 @@ from monkeysee.models.evidence import EvidenceBank
 from monkeysee.predict import Predictor
 from monkeysee.rundir import RunDir
 from monkeysee.serve import ServeConfig, create_app
+from tests.conftest import wait_until_true
 from tests.serve.conftest import SPECIES, build_run, synthetic_photos
 
 PHOTOS = 6
@@ -103,8 +104,8 @@ def test_page_shows_the_nearest_training_photos(browser, evidence_run: Path, ser
         assert block.locator("h3").count() == 2 and "Nearest" in block.locator("h3").first.inner_text()
         images = block.locator("img")
         assert images.count() == 4  # two training photos of each of the two species
-        page.wait_for_function("[...document.querySelectorAll('#result .evidence img')]"
-                               ".every((i) => i.complete && i.naturalWidth > 0)")
+        wait_until_true(page, "[...document.querySelectorAll('#result .evidence img')]"
+                              ".every((i) => i.complete && i.naturalWidth > 0)")
         assert images.first.get_attribute("src").startswith("blob:")
         assert "similar" in block.locator("figcaption").first.inner_text()
     page.close()

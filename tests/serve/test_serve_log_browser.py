@@ -11,6 +11,7 @@ import pytest
 from monkeysee.serve import ServeConfig, create_app
 from monkeysee.sightings import Store
 from monkeysee.sightings.exports import ExportOptions, export
+from tests.conftest import wait_until_true
 
 pytestmark = pytest.mark.browser
 SITE = (51.535, -0.153)
@@ -55,8 +56,8 @@ def test_a_keeper_saves_a_reviewer_corrects_and_the_export_validates(browser, ru
         page.locator("#log-list li button").first.click()
         page.locator("#review-form").wait_for()
         page.locator("#detail-photos img").nth(1).wait_for()
-        page.wait_for_function("[...document.querySelectorAll('#detail-photos img')]"
-                               ".every((i) => i.complete && i.naturalWidth === 160)")
+        wait_until_true(page, "[...document.querySelectorAll('#detail-photos img')]"
+                              ".every((i) => i.complete && i.naturalWidth === 160)")
         assert page.locator("#detail-photos img").count() == 2
         page.fill("#correct-species", "Ateles geoffroyi")
         page.click("#correct-button")
