@@ -280,3 +280,27 @@ def test_without_copies_the_split_is_a_plain_seeded_shuffle(make_dataset) -> Non
     random.Random("3:a").shuffle(order)
     assert sorted(s.path for s in index.test) == sorted(order[:3])  # round(20 * 0.15)
     assert sorted(s.path for s in index.val) == sorted(order[3:5])  # round(20 * 0.1)
+
+
+def test_copies_are_found_from_the_verify_pass_hashes_not_a_second_read(make_dataset, monkeypatch) -> None:
+    from monkeysee.data import copies
+
+    root = make_dataset({"a": 8, "b": 8})
+
+    def unexpected(path: Path) -> str:
+        raise AssertionError(f"{path} hashed a second time")
+
+    monkeypatch.setattr(copies, "digest", unexpected)  # copy_groups' own fallback
+    index = scan_dataset(root, workers=2)
+    assert sum(index.counts()["test"].values()) == 2  # round(8 * 0.15) per species, carved as before
+
+
+def test_nothing_carved_reads_no_photo_for_copies(make_dataset, monkeypatch) -> None:
+    from monkeysee.data import layout
+
+    def unexpected(*args: object) -> None:
+        raise AssertionError("copy_groups called with nothing to carve")
+
+    monkeypatch.setattr(layout, "copy_groups", unexpected)
+    index = scan_dataset(make_dataset({"a": 4}), val_fraction=0.0, test_fraction=0.0, verify=False)
+    assert len(index.train) == 4 and index.warnings == []

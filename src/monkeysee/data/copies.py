@@ -7,22 +7,29 @@ of training photos, so the model had seen them and the held-out figures counted 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
+def sha256_file(path: Path) -> str:
+    """sha256 of the file's bytes, in hex (OSError when it cannot be read)."""
+    with open(path, "rb") as fp:
+        return hashlib.file_digest(fp, "sha256").hexdigest()
+
+
 def digest(path: Path) -> str:
-    """sha256 of the file's bytes; an unreadable file is its own group (keyed by its path)."""
+    """`sha256_file`, with an unreadable file keyed by its path (so it is a group of its own)."""
     try:
-        with open(path, "rb") as fp:
-            return hashlib.file_digest(fp, "sha256").hexdigest()
+        return sha256_file(path)
     except OSError:
         return f"unreadable:{path}"
 
 
-def copy_groups(paths: Sequence[Path]) -> list[list[Path]]:
-    """`paths` grouped by identical bytes, groups in the order of their first path, paths in given order."""
+def copy_groups(paths: Sequence[Path], digests: Mapping[Path, str] | None = None) -> list[list[Path]]:
+    """`paths` grouped by identical bytes, groups in the order of their first path, paths in given order.
+    `digests` (from a pass that read the files already) spares reading them again."""
+    known = digests or {}
     groups: dict[str, list[Path]] = {}
     for path in paths:
-        groups.setdefault(digest(path), []).append(path)
+        groups.setdefault(known.get(path) or digest(path), []).append(path)
     return list(groups.values())

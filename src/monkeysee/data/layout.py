@@ -26,7 +26,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from monkeysee.data.copies import copy_groups
+from monkeysee.data.copies import copy_groups, digest
 from monkeysee.data.images import is_sidecar, iter_photos, load_rgb
 from monkeysee.data.labels import read_labels_file
 from monkeysee.data.species import Species
@@ -212,11 +212,12 @@ def scan_dataset(
     val_files = {label: list(iter_photos(val_dir / label)) for label in labels} if val_dir else {}
 
     skipped: list[Skipped] = []
+    digests: dict[Path, str] = {}
     if verify:
-        train_files, val_files, skipped = _drop_unreadable(train_files, val_files, workers, warnings)
+        train_files, val_files, skipped, digests = _drop_unreadable(train_files, val_files, workers, warnings)
     _check_usable(labels, train_files, val_files, skipped, train_dir, val_dir, warnings)
     splits = _split(labels, train_files, val_files if val_dir is not None else None, val_fraction,
-                    test_fraction, seed, warnings)
+                    test_fraction, seed, warnings, digests)
 
     return DataIndex(
         root=root,
@@ -233,15 +234,16 @@ Files = dict[str, list[Path]]
 
 
 def _drop_unreadable(train_files: Files, val_files: Files, workers: int,
-                     warnings: list[str]) -> tuple[Files, Files, list[Skipped]]:
-    """Every file decoded once in `workers` threads: the readable ones, and the others with the reason."""
+                     warnings: list[str]) -> tuple[Files, Files, list[Skipped], dict[Path, str]]:
+    """Every file decoded once in `workers` threads: the readable ones, the others with the reason, and
+    the readable ones' sha256."""
     all_files = [p for files in (*train_files.values(), *val_files.values()) for p in files]
-    bad = _unreadable(all_files, workers)
+    bad, digests = _unreadable(all_files, workers)
     skipped = [Skipped(p, bad[p]) for p in all_files if p in bad]
     if skipped:
         warnings.append(f"{len(skipped)} unreadable file(s) skipped; see the skipped list for each reason")
     return ({k: [p for p in v if p not in bad] for k, v in train_files.items()},
-            {k: [p for p in v if p not in bad] for k, v in val_files.items()}, skipped)
+            {k: [p for p in v if p not in bad] for k, v in val_files.items()}, skipped, digests)
 
 
 def _check_usable(labels: list[str], train_files: Files, val_files: Files, skipped: list[Skipped],
@@ -263,15 +265,19 @@ def _check_usable(labels: list[str], train_files: Files, val_files: Files, skipp
 
 
 def _split(labels: list[str], train_files: Files, val_files: Files | None, val_fraction: float,
-           test_fraction: float, seed: int, warnings: list[str]) -> dict[str, list[Sample]]:
-    """Each species' training photos carved into train, test and (without a validation folder) val."""
+           test_fraction: float, seed: int, warnings: list[str],
+           digests: dict[Path, str]) -> dict[str, list[Sample]]:
+    """Each species' training photos carved into train, test and (without a validation folder) val;
+    copies are looked for only when something is carved (`digests`: the sha256 already taken)."""
     fractions = {"test": test_fraction}
     if val_files is None:
         fractions["val"] = val_fraction
     splits: dict[str, list[Sample]] = {name: [] for name in SPLITS}
     copies = 0
     for target, label in enumerate(labels):
-        groups = copy_groups(sorted(train_files[label], key=str))
+        ordered = sorted(train_files[label], key=str)
+        carving = any(f > 0 for f in fractions.values())
+        groups = copy_groups(ordered, digests) if carving else [[p] for p in ordered]
         copies += sum(len(g) - 1 for g in groups)
         carved = _carve(groups, fractions, f"{seed}:{label}", label, warnings)
         for name, paths in carved.items():
@@ -365,17 +371,20 @@ def _species(root: Path, labels: list[str], labels_file: Path | None, warnings: 
     return [named.get(label, Species(label=label, common_name=label)) for label in labels]
 
 
-def _unreadable(paths: list[Path], workers: int) -> dict[Path, str]:
-    """Decode every file once, in threads (Pillow releases the GIL); {path: reason} for the failures."""
+def _unreadable(paths: list[Path], workers: int) -> tuple[dict[Path, str], dict[Path, str]]:
+    """Decode every file once, in threads (Pillow releases the GIL): {path: reason} for the failures, and
+    {path: sha256} of the readable ones, taken while the file is fresh in the page cache (`copy_groups`
+    needs it, and would otherwise read every photo a second time)."""
 
-    def check(path: Path) -> str | None:
+    def check(path: Path) -> tuple[str | None, str | None]:
         try:
             load_rgb(path)
+            return None, digest(path)
         except ImageError as exc:
-            return exc.problem
-        return None
+            return exc.problem, None
 
     bad: dict[Path, str] = {}
+    digests: dict[Path, str] = {}
     with (
         ThreadPoolExecutor(max_workers=workers) as pool,
         tqdm(total=len(paths), desc="checking photos", unit="photo", disable=None, leave=False) as bar,
@@ -383,11 +392,13 @@ def _unreadable(paths: list[Path], workers: int) -> dict[Path, str]:
         # In chunks, so a million-photo set never holds a million pending futures at once.
         for start in range(0, len(paths), _CHUNK):
             chunk = paths[start : start + _CHUNK]
-            for path, reason in zip(chunk, pool.map(check, chunk), strict=True):
+            for path, (reason, sha) in zip(chunk, pool.map(check, chunk), strict=True):
                 bar.update()
                 if reason is not None:
                     bad[path] = reason
-    return bad
+                elif sha is not None:
+                    digests[path] = sha
+    return bad, digests
 
 
 def _carve(

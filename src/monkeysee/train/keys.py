@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from monkeysee.data.copies import sha256_file
 from monkeysee.errors import ConfigError
 from monkeysee.models.fold import FOLD
 
@@ -35,8 +36,8 @@ def content_key(data: bytes) -> str:
 
 
 def file_key(path: Path) -> str:
-    with open(path, "rb") as fp:
-        return hashlib.file_digest(fp, "sha256").hexdigest()[:32]
+    """`content_key` of a file's bytes, without holding them all."""
+    return sha256_file(path)[:32]
 
 
 def module_fingerprint(module: nn.Module) -> str:
