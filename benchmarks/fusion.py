@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from monkeysee.data.corrupt import CORRUPTIONS, corrupt
+from monkeysee.data.images import load_rgb
 from monkeysee.evaluate.metrics import expected_calibration_error
 from monkeysee.predict import Predictor
 from monkeysee.rundir import RunDir
@@ -46,15 +47,14 @@ def photo_groups(samples, rng: np.random.Generator, kind: str) -> list[list]:
     for target in sorted({s.target for s in samples}):
         same = [samples[j] for j in rng.permutation(len(samples)) if samples[j].target == target]
         while len(same) >= 2:
-            n = 3 if len(groups) % 2 and len(same) != 4 else 2
+            n = 3 if len(groups) % 2 and len(same) != 4 else 2  # 2, 3, 2, ...; never leave one photo over
             groups.append(same[:n])
             same = same[n:]
     return groups
 
 
 def load(path: Path) -> Image.Image:
-    with Image.open(path) as im:
-        photo = im.convert("RGB")
+    photo = load_rgb(path)
     photo.thumbnail((512, 512))
     return photo
 
@@ -68,7 +68,8 @@ def answer_groups(predictor: Predictor, samples, seed: int, kind: str = "copies"
     groups = []
     for members in itertools.chain.from_iterable(photo_groups(samples, rng, kind) for _ in range(repeats)):
         chosen = rng.choice(kinds, size=len(members), replace=False)
-        copies = [corrupt(load(s.path), str(k), float(rng.uniform(*severity)), rng)
+        photos = {s.path: load(s.path) for s in members}  # a group of copies reads its photo once
+        copies = [corrupt(photos[s.path], str(k), float(rng.uniform(*severity)), rng)
                   for s, k in zip(members, chosen, strict=True)]
         x = predictor.prepare(copies)
         logits = predictor.forward(x).logits.float().cpu().numpy()
@@ -79,12 +80,16 @@ def answer_groups(predictor: Predictor, samples, seed: int, kind: str = "copies"
     return groups
 
 
+def fuse_all(groups, fusion: Fusion) -> np.ndarray:
+    return np.stack([fusion.fuse(g[0], g[1]) for g in groups])
+
+
 def methods(groups, fusion: Fusion):
     best = np.stack([g[0][g[0].max(axis=1).argmax()] for g in groups])
     first = np.stack([g[0][0] for g in groups])
     clearest = np.stack([g[0][g[3]] for g in groups])
-    fused = np.stack([fusion.fuse(g[0], g[1]) for g in groups])
-    plain = np.stack([Fusion(1.0, 1.0).fuse(g[0], g[1]) for g in groups])
+    fused = fuse_all(groups, fusion)
+    plain = fuse_all(groups, Fusion(1.0, 1.0))
     return {"best photo": best, "clearest photo": clearest, "any photo": first, "geometric mean": plain,
             "fused": fused}
 
@@ -109,7 +114,7 @@ def main() -> None:
     test = answer_groups(predictor, index.test, args.seed + 1, args.groups, args.repeats, args.severity)
     vt = np.array([g[2] for g in val])
     grid = itertools.product((0.0, 0.25, 0.5, 0.75, 1.0), (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0))
-    scores = {(w, k): log_loss(np.stack([Fusion(w, k).fuse(g[0], g[1]) for g in val]), vt) for w, k in grid}
+    scores = {(w, k): log_loss(fuse_all(val, Fusion(w, k)), vt) for w, k in grid}
     w, k = min(scores, key=scores.__getitem__)
     default = scores.get((POOR_WEIGHT, STRENGTH), float("nan"))
     print(f"chosen on {len(val)} validation groups: poor_weight={w}, strength={k} "
@@ -119,8 +124,8 @@ def main() -> None:
     photos = sum(len(g[1]) for g in test)
     print(f"test split: {len(test)} groups of {args.groups}, {photos} photos ({poor} judged poor), "
           f"{Path(args.run)}")
-    results = methods(test, Fusion(w, k)) | {"fused (defaults)": methods(test, Fusion())["fused"],
-                                             "fused (poor x0.5)": methods(test, Fusion(0.5, k))["fused"]}
+    results = methods(test, Fusion(w, k)) | {"fused (defaults)": fuse_all(test, Fusion()),
+                                             "fused (poor x0.5)": fuse_all(test, Fusion(0.5, k))}
     ceiling = np.mean([(np.asarray(g[0]).argmax(1) == g[2]).any() for g in test])
     print(f"some photo of the group right: {ceiling:.2%} (the most that picking one photo could give)")
     base_acc = (results["best photo"].argmax(1) == targets).mean()
