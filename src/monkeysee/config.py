@@ -47,7 +47,7 @@ class TrainConfig:
     workers: int = 2
     grow_from: str | None = None  # a finished run whose weights and head rows start this one
     store: str | None = None  # feature-store folder; None = `feature-store` beside the run folder
-    unknown_detector: str = "knn"
+    unknown_detector: str = "knn_either"
     unknown_keep: float = 0.95  # fraction of known-species photos the threshold accepts
     unknown_calibration: str = "crossfit"  # crossfit (out-of-fold training + val photos) | val
     calibration: str = "temperature"  # temperature | none: how shown probabilities are made honest

@@ -73,7 +73,7 @@ def test_one_photo_per_species_trains_to_the_end_without_validation(tmp_path, ca
     manifest = RunDir(out).read_manifest()
     assert manifest.metrics["best"] == {"phase": "finetune", "epoch": 1, "val_loss": None, "val_acc": None}
     assert manifest.calibration["temperature"] == 1.0
-    assert RunDir(out).load_detector(manifest).name == "knn"
+    assert RunDir(out).load_detector(manifest).name == "knn_either"
     assert [(r["phase"], r["epoch"]) for r in RunDir(out).read_history()] == [
         ("head", 1), ("head", 2), ("finetune", 1)]
 
@@ -108,7 +108,7 @@ def test_three_photos_per_species_train_and_evaluate(tmp_path, capsys):
     assert main(["train", "--data", str(data), "--out", str(out), *TINY]) == 0
     counts = RunDir(out).read_summary()["counts"]
     assert {split: sum(c.values()) for split, c in counts.items()} == {"train": 3, "val": 3, "test": 3}
-    assert RunDir(out).load_detector().name == "knn"
+    assert RunDir(out).load_detector().name == "knn_either"
     assert "evaluation written to" in capsys.readouterr().out
 
 

@@ -43,8 +43,8 @@ _HELP: dict[str, str] = {
     "device": "auto, cpu or cuda",
     "workers": "photo-decoding worker processes",
     "store": "feature-store folder, shared by runs over the same photos (default: beside --out)",
-    "unknown_detector": "max_softmax, energy, max_logit, mahalanobis, knn or knn_imagenet",
-    "unknown_keep": "share of known-species photos the unknown threshold accepts",
+    "unknown_detector": "max_softmax, energy, max_logit, mahalanobis, knn, knn_either or knn_imagenet",
+    "unknown_keep": "share of known photos the unknown threshold accepts (knn_either: by its views route)",
     "unknown_calibration": "crossfit (out-of-fold training photos + val) or val",
     "calibration": "temperature (shown probabilities fitted on val) or none",
     "taxonomy": "CSV of the ranks above species: a header 'species,RANK,...' (ranks fine to coarse, e.g. "

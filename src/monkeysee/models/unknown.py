@@ -55,6 +55,7 @@ class Detector:
     needs_features: ClassVar[bool] = False
     needs_fit: ClassVar[bool] = False
     wants_imagenet_head: ClassVar[bool] = False  # fitted with the backbone's ImageNet classifier too
+    two_routes: ClassVar[bool] = False  # a views bank and a clean bank, calibrated apart (unknown_either)
 
     def fit(self, features: np.ndarray, targets: np.ndarray) -> Detector:
         """Learn from training features; logit-only detectors have nothing to learn."""
@@ -431,7 +432,7 @@ def build_detector(
 
 
 # Importing the module registers its detectors.
-from monkeysee.models import unknown_imagenet as _imagenet  # noqa: E402,F401  # isort: skip
+from monkeysee.models import unknown_either, unknown_imagenet  # noqa: E402,F401  # isort: skip
 
 __all__ = [
     "DETECTORS",

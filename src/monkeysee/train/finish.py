@@ -16,6 +16,7 @@ from monkeysee.models.unknown import (
     build_detector,
     calibrate_threshold,
 )
+from monkeysee.models.unknown_either import CLEAN_K, CLEAN_KEEP, KNNEither, offset_for
 from monkeysee.models.unknown_imagenet import imagenet_head
 
 POOR_KEEP = 0.99
@@ -45,15 +46,35 @@ def unknown_detector(cfg: TrainConfig, train_views: np.ndarray, targets: np.ndar
     if cfg.unknown_calibration == "val":
         return build_detector(cfg.unknown_detector, train_views[:n], targets, val_logits, val_feats,
                               keep=cfg.unknown_keep, **params)
-    fit = crossfit_threshold(cfg.unknown_detector, train_views, np.tile(targets, view_count), val_feats,
-                             val_logits, keep=cfg.unknown_keep, seed=cfg.seed,
-                             groups=np.tile(np.arange(n), view_count), **params)
+    two_routes = DETECTORS.get(cfg.unknown_detector).two_routes
+    fit = crossfit_threshold("knn" if two_routes else cfg.unknown_detector, train_views,
+                             np.tile(targets, view_count), val_feats, val_logits, keep=cfg.unknown_keep,
+                             seed=cfg.seed, groups=np.tile(np.arange(n), view_count), **params)
     clean = fit.train_scores[:n]  # view 0 of every photo; empty for detectors fitted to nothing
     threshold = calibrate_threshold(np.concatenate([clean, fit.val_scores]), cfg.unknown_keep)
     degraded = fit.train_scores[n:]  # the augmented views, out of fold: how high known photos go
     poor = calibrate_threshold(degraded, POOR_KEEP) if len(degraded) else None
+    if two_routes:
+        return either_detector(cfg, train_views, targets, val_feats, threshold, poor,
+                               np.concatenate([clean, fit.val_scores]))
     state = DetectorState.of(fit.detector)
     return UnknownDetector(cfg.unknown_detector, threshold, cfg.unknown_keep, state, poor)
+
+
+def either_detector(cfg: TrainConfig, train_views: np.ndarray, targets: np.ndarray, val_feats: np.ndarray,
+                    threshold: float, poor: float | None, views_scores: np.ndarray) -> UnknownDetector:
+    """`knn_either` (`models/unknown_either.py`): its views route is the plain kNN calibrated above
+    (`threshold`, `poor`, and the out-of-fold and validation scores `views_scores`); its clean route is
+    a kNN on view 0 of each training photo, calibrated out of fold on its own to keep `CLEAN_KEEP`.
+    `keep` records the share of those known photos the two routes together accept."""
+    n = len(targets)
+    fit = crossfit_threshold("knn", train_views[:n], targets, val_feats, keep=CLEAN_KEEP, seed=cfg.seed,
+                             groups=np.arange(n), k=CLEAN_K)
+    clean_scores = np.concatenate([fit.train_scores, fit.val_scores])
+    offset = offset_for(threshold, clean_scores)
+    detector = KNNEither(views=len(train_views) // n, offset=offset).fit(train_views, None)
+    kept = float(np.mean(np.minimum(views_scores, clean_scores + offset) <= threshold))
+    return UnknownDetector(KNNEither.name, threshold, kept, DetectorState.of(detector), poor)
 
 
 def detector_inputs(cfg: TrainConfig) -> dict[str, Any]:

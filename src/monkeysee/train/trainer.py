@@ -326,7 +326,7 @@ class Trainer:
                       preprocess=self.spec.preprocess)
         shown = f"val acc {best['val_acc']:.4f}" if validated else "no validation photos"
         log(f"best: {p.best_phase} epoch {p.best_epoch}, {shown}; temperature {calibration.temperature:.3f}; "
-            f"unknown detector {detector.name} keeps {cfg.unknown_keep:.0%} of known photos "
+            f"unknown detector {detector.name} keeps {detector.keep or cfg.unknown_keep:.1%} of known photos "
             f"({cfg.unknown_calibration} threshold)")
         return self.dir
 
