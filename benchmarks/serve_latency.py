@@ -8,6 +8,10 @@ machine: the same load without micro-batching (--max-batch 1), and without the C
     python benchmarks/serve_latency.py                              # builds a random one (same cost)
     python benchmarks/serve_latency.py --species 100 --evidence 10000   # 100 species, an evidence bank of
                                                                     # 10,000 photos, and the same run without
+                                                                    # it, and with the plain knn detector
+
+A random run carries the training default's unknown detector (`--detector`, knn_either) with full-size
+random banks, so every answer pays the detector's search as a trained run's does.
 
 Bounded: at most --requests per client and --time-limit seconds per configuration.
 """
@@ -26,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -54,9 +59,24 @@ class Load:
                            if self.server_cpu is not None and self.latencies else float("nan"))}
 
 
-def build_run(directory: Path, count: int = 10, evidence: int = 0) -> Path:
+def random_detector(name: str, dim: int, photos: int) -> Any:
+    """An unknown detector with full-size random banks: 4,096 stored views and, for `knn_either`, view 0
+    of up to 4,096 of the `photos` training photos (what a trained run of that size searches)."""
+    from monkeysee.models.unknown import DetectorState, UnknownDetector
+
+    rng = np.random.default_rng(1)
+    arrays = {"bank": rng.normal(size=(4096, dim)).astype(np.float32)}
+    params: dict[str, Any] = {"k": 10, "max_train": 4096, "seed": 0}
+    if name == "knn_either":
+        arrays["clean"] = rng.normal(size=(min(4096, photos), dim)).astype(np.float32)
+        params |= {"clean_k": 3, "views": 9, "offset": -0.04}
+    return UnknownDetector(name, 0.42, 0.95, DetectorState(params, arrays), 0.52)
+
+
+def build_run(directory: Path, count: int = 10, evidence: int = 0, detector: str = "knn_either") -> Path:
     """A random-weight efficientnet_lite0 run with `count` species at 224 px: the cost of a trained one;
-    with `evidence`, an evidence bank of that many random training photos (96 px thumbnails)."""
+    with `evidence`, an evidence bank of that many random training photos (96 px thumbnails); with a
+    `detector` (knn_either, knn or none), that unknown detector with full-size random banks."""
     import torch
 
     from monkeysee.checkpoint import Manifest
@@ -69,7 +89,8 @@ def build_run(directory: Path, count: int = 10, evidence: int = 0) -> Path:
     species = tuple(Species(f"n{i}", f"species_{i}", f"genus species{i}") for i in range(count))
     manifest = Manifest(backbone=spec.name, species=species, preprocess=spec.preprocess,
                         explain_layer=spec.explain_layer)
-    RunDir(directory).save_checkpoint(create_model(spec.name, num_classes=count), manifest)
+    unknown = None if detector == "none" else random_detector(detector, spec.num_features, evidence or 1000)
+    RunDir(directory).save_checkpoint(create_model(spec.name, num_classes=count), manifest, unknown)
     if evidence:
         from PIL import Image
 
@@ -221,12 +242,15 @@ def main() -> int:
     p.add_argument("--species", type=int, default=10, help="species of the random run (default: 10)")
     p.add_argument("--evidence", type=int, default=0, metavar="N",
                    help="give the random run an evidence bank of N photos, and measure it without as a peer")
+    p.add_argument("--detector", choices=["knn_either", "knn", "none"], default="knn_either",
+                   help="the random run's unknown detector (default knn_either, the training default); "
+                        "with --evidence, the plain knn is measured beside it as a peer")
     args = p.parse_args()
 
     photo, photo_name = (args.photo.read_bytes(), str(args.photo)) if args.photo else default_photo()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        run = args.run or build_run(Path(tmp) / "random_lite0", args.species, args.evidence)
+        run = args.run or build_run(Path(tmp) / "random_lite0", args.species, args.evidence, args.detector)
         cores = os.cpu_count() or 1
         first = "CAM and evidence, micro-batched" if args.evidence and not args.run else "CAM, micro-batched"
         configs = [(first, args.max_batch, True, args.requests, args.threads, run)]
@@ -238,9 +262,13 @@ def main() -> int:
                 ("no CAM, micro-batched", args.max_batch, False, args.peer_requests, args.threads, run),
             ]
         if args.evidence and not args.run:
-            plain = build_run(Path(tmp) / "no_evidence", args.species, 0)
+            plain = build_run(Path(tmp) / "no_evidence", args.species, 0, args.detector)
             configs.append(("CAM, micro-batched, no evidence bank", args.max_batch, True, args.peer_requests,
                             args.threads, plain))
+            if args.detector == "knn_either":
+                knn = build_run(Path(tmp) / "knn", args.species, args.evidence, "knn")
+                configs.append(("CAM and evidence, plain knn detector", args.max_batch, True,
+                                args.peer_requests, args.threads, knn))
         loads = []
         for name, max_batch, cam, requests, threads, folder in configs:
             print(f"measuring: {name} ...", file=sys.stderr, flush=True)

@@ -75,7 +75,8 @@ class DetectorInfo(_Model):
     name: str
     threshold: float
     keep: float | None = Field(
-        description="share of known validation photos the threshold accepts; null when set by hand"
+        description="share of known photos (out-of-fold training and validation) the threshold accepts; "
+                    "null when set by hand"
     )
 
 

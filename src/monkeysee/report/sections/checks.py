@@ -112,7 +112,8 @@ class Unknown(Section):
                 "This run has no unknown-photo detector (its manifest records none); retrain to get one."
             )
         opt = ctx.options
-        keep = f"{pct(detector.keep, 0)} of known validation photos" if detector.keep else "set by hand"
+        keep = (f"{pct(detector.keep, 1)} of known photos (out-of-fold training and validation photos)"
+                if detector.keep else "set by hand")
         rows = [
             ("Detector", f"{code(detector.name)}: a higher score means less like any known species"),
             (
