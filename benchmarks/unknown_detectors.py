@@ -9,6 +9,10 @@ tuning half, reported beside it and never called held-out).
 
 Prints AUROC, the share of other-animal photos rejected, of other primates rejected (held-out and tuning
 halves) and of held-out monkeys kept, per detector.
+
+Every detector is fitted here on view 0 of the training photos, so `knn_either`'s views route holds the
+clean photos too and its two thresholds are not calibrated apart; as training fits it (all stored views,
+out-of-fold thresholds) it is measured by `benchmarks/trust.py` and in the README.
 """
 
 from __future__ import annotations
