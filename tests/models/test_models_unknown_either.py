@@ -29,8 +29,13 @@ def test_score_is_the_nearer_route_with_the_offset_exact():
     views, clean = det.routes(q)
     np.testing.assert_allclose(views, [0.0, half, half], atol=1e-6)  # q0 is view c itself
     np.testing.assert_allclose(clean, [1.0, half, half], atol=1e-6)  # q0 is orthogonal-or-opposite to a, b
-    np.testing.assert_allclose(det.with_offset(-0.1).score(None, q), [0.0, half - 0.1, half - 0.1], atol=1e-6)
-    np.testing.assert_allclose(det.with_offset(0.2).score(None, q), [0.0, half, half], atol=1e-6)
+    def offset(value: float) -> KNNEither:
+        return KNNEither.of_routes(det.views_knn, det.clean_knn, 2, value)
+
+    np.testing.assert_allclose(offset(-0.1).score(None, q), [0.0, half - 0.1, half - 0.1], atol=1e-6)
+    np.testing.assert_allclose(offset(0.2).score(None, q), [0.0, half, half], atol=1e-6)
+    assert offset(0.2).params() == {"k": 1, "max_train": 4096, "seed": 0, "clean_k": 1, "views": 2,
+                                    "offset": 0.2}
 
 
 def test_rows_that_are_not_whole_views_are_refused():

@@ -9,8 +9,8 @@ other primates far better but has no neighbours for a photo through wire mesh.
 
 `knn_either` asks both. Its score is `min(views, clean + offset)`: a photo is known when it is within
 the views route's threshold of the stored views, or within the clean route's own threshold of the clean
-photos. The two thresholds are calibrated separately, each on out-of-fold scores (`crossfit_either`): the
-views route keeps `keep` of known photos as the plain `knn` does, the clean route keeps `clean_keep`, and
+photos. The two thresholds are calibrated separately, each on out-of-fold scores (`train/finish.py`): the
+views route keeps `keep` of known photos as the plain `knn` does, the clean route keeps `CLEAN_KEEP`, and
 `offset` is the difference of the two thresholds, so that one threshold on the combined score decides.
 """
 
@@ -85,11 +85,13 @@ class KNNEither(Detector):
         views, clean = self.routes(features)
         return np.minimum(views, clean + self.offset)
 
-    def with_offset(self, offset: float) -> KNNEither:
-        """The same fitted banks with another offset."""
-        out = KNNEither(self.views_knn.k, self.clean_knn.k, self.views_knn.max_train, self.views_knn.seed,
-                        self.views, offset)
-        out._set_arrays(self.arrays())
+    @classmethod
+    def of_routes(cls, views_knn: KNN, clean_knn: KNN, views: int, offset: float) -> KNNEither:
+        """The detector made of two fitted kNNs (the calibration fitted them already): `views_knn` on all
+        `views` stored views, `clean_knn` on view 0 of each photo."""
+        out = cls(views_knn.k, clean_knn.k, views_knn.max_train, views_knn.seed, views, offset)
+        out.clean_knn.max_train, out.clean_knn.seed = clean_knn.max_train, clean_knn.seed
+        out._set_arrays({"bank": views_knn.arrays()["bank"], "clean": clean_knn.arrays()["bank"]})
         return out
 
 

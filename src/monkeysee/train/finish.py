@@ -11,6 +11,7 @@ from monkeysee.config import TrainConfig
 from monkeysee.models.calibration import Calibration, crossfit_threshold, fit_temperature
 from monkeysee.models.unknown import (
     DETECTORS,
+    KNN,
     DetectorState,
     UnknownDetector,
     build_detector,
@@ -50,29 +51,31 @@ def unknown_detector(cfg: TrainConfig, train_views: np.ndarray, targets: np.ndar
     fit = crossfit_threshold("knn" if two_routes else cfg.unknown_detector, train_views,
                              np.tile(targets, view_count), val_feats, val_logits, keep=cfg.unknown_keep,
                              seed=cfg.seed, groups=np.tile(np.arange(n), view_count), **params)
-    clean = fit.train_scores[:n]  # view 0 of every photo; empty for detectors fitted to nothing
-    threshold = calibrate_threshold(np.concatenate([clean, fit.val_scores]), cfg.unknown_keep)
+    known = np.concatenate([fit.train_scores[:n], fit.val_scores])  # view 0 of every photo, and val
+    threshold = calibrate_threshold(known, cfg.unknown_keep)
     degraded = fit.train_scores[n:]  # the augmented views, out of fold: how high known photos go
     poor = calibrate_threshold(degraded, POOR_KEEP) if len(degraded) else None
     if two_routes:
-        return either_detector(cfg, train_views, targets, val_feats, threshold, poor,
-                               np.concatenate([clean, fit.val_scores]))
+        assert isinstance(fit.detector, KNN)
+        return either_detector(cfg, fit.detector, view_count, train_views[:n], targets, val_feats, threshold,
+                               poor, known)
     state = DetectorState.of(fit.detector)
     return UnknownDetector(cfg.unknown_detector, threshold, cfg.unknown_keep, state, poor)
 
 
-def either_detector(cfg: TrainConfig, train_views: np.ndarray, targets: np.ndarray, val_feats: np.ndarray,
-                    threshold: float, poor: float | None, views_scores: np.ndarray) -> UnknownDetector:
+def either_detector(cfg: TrainConfig, views_knn: KNN, view_count: int, clean_views: np.ndarray,
+                    targets: np.ndarray, val_feats: np.ndarray, threshold: float, poor: float | None,
+                    views_scores: np.ndarray) -> UnknownDetector:
     """`knn_either` (`models/unknown_either.py`): its views route is the plain kNN calibrated above
-    (`threshold`, `poor`, and the out-of-fold and validation scores `views_scores`); its clean route is
-    a kNN on view 0 of each training photo, calibrated out of fold on its own to keep `CLEAN_KEEP`.
-    `keep` records the share of those known photos the two routes together accept."""
-    n = len(targets)
-    fit = crossfit_threshold("knn", train_views[:n], targets, val_feats, keep=CLEAN_KEEP, seed=cfg.seed,
-                             groups=np.arange(n), k=CLEAN_K)
+    (`views_knn`, `threshold`, `poor`, and the out-of-fold and validation scores `views_scores`); its clean
+    route is a kNN on view 0 of each training photo, calibrated out of fold on its own to keep
+    `CLEAN_KEEP`. `keep` records the share of those known photos the two routes together accept."""
+    fit = crossfit_threshold("knn", clean_views, targets, val_feats, keep=CLEAN_KEEP, seed=cfg.seed,
+                             groups=np.arange(len(targets)), k=CLEAN_K)
+    assert isinstance(fit.detector, KNN)
     clean_scores = np.concatenate([fit.train_scores, fit.val_scores])
     offset = offset_for(threshold, clean_scores)
-    detector = KNNEither(views=len(train_views) // n, offset=offset).fit(train_views, None)
+    detector = KNNEither.of_routes(views_knn, fit.detector, view_count, offset)
     kept = float(np.mean(np.minimum(views_scores, clean_scores + offset) <= threshold))
     return UnknownDetector(KNNEither.name, threshold, kept, DetectorState.of(detector), poor)
 
