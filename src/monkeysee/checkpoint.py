@@ -46,7 +46,7 @@ class Manifest:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"bytes", "sha256"}
     calibration: dict[str, Any] = field(default_factory=dict)  # how logits become honest probabilities
     taxonomy: dict[str, Any] | None = None  # the ranks above species (data.taxonomy.Taxonomy.to_dict)
-    ladder: dict[str, Any] | None = None  # {accuracy, ranks, thresholds, source}: the answer ladder
+    ladder: dict[str, Any] | None = None  # {accuracy, ranks, thresholds, source, max_share}: answer ladder
 
     @property
     def num_classes(self) -> int:
@@ -206,9 +206,11 @@ def _taxonomy(v: Any) -> str | None:  # noqa: ANN401 - any parsed JSON value
 
 
 def _ladder(v: Any) -> str | None:  # noqa: ANN401 - any parsed JSON value
-    if not isinstance(v, dict) or set(v) != {"accuracy", "ranks", "thresholds", "source"}:
-        return "must be an object of accuracy, ranks, thresholds and source"
+    if not isinstance(v, dict) or set(v) - {"max_share"} != {"accuracy", "ranks", "thresholds", "source"}:
+        return "must be an object of accuracy, ranks, thresholds, source and (optionally) max_share"
     ranks, thresholds = v["ranks"], v["thresholds"]
+    if "max_share" in v and not (_number(v["max_share"]) and 0 < v["max_share"] <= 1):
+        return f"max_share must be in (0, 1], not {v['max_share']!r}"
     if not (_number(v["accuracy"]) and 0 < v["accuracy"] < 1):
         return f"accuracy must be in (0, 1), not {v['accuracy']!r}"
     if not (isinstance(ranks, list) and ranks and ranks[0] == "species"

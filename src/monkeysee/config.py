@@ -53,6 +53,7 @@ class TrainConfig:
     calibration: str = "temperature"  # temperature | none: how shown probabilities are made honest
     taxonomy: str | None = None  # CSV of the ranks above species; None = genus and family from Latin names
     answer_accuracy: float = 0.995  # how often answers are right at the rank given (the ladder's thresholds)
+    answer_max_share: float = 0.5  # above species, a taxon holding more of the species is never an answer
 
     def __post_init__(self) -> None:
         """Every setting is checked here, before any photo is read or any layer computed."""
@@ -90,6 +91,7 @@ class TrainConfig:
             (self.calibration in {"temperature", "none"}, "calibration", "temperature or none",
              "temperature"),
             (0.5 <= self.answer_accuracy < 1.0, "answer_accuracy", "in [0.5, 1)", "0.995"),
+            (0.0 < self.answer_max_share <= 1.0, "answer_max_share", "in (0, 1]", "0.5"),
         ]
         for ok, name, must, example in checks:
             if not ok:
@@ -142,11 +144,12 @@ class TrainConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-RECORDED_BEFORE: dict[str, Any] = {"class_weights": "none"}
-"""What a run recorded before a setting existed did: runs trained before class weights used none."""
+RECORDED_BEFORE: dict[str, Any] = {"class_weights": "none", "answer_max_share": 1.0}
+"""What a run recorded before a setting existed did: runs trained before class weights used none, and
+before `answer_max_share` any taxon could be an answer."""
 
 RESUMABLE = ("data", "workers", "device", "store", "unknown_detector", "unknown_keep", "unknown_calibration",
-             "calibration", "taxonomy", "answer_accuracy")
+             "calibration", "taxonomy", "answer_accuracy", "answer_max_share")
 """Settings a resumed run may change: where the photos are, how it runs, and what is decided after the
 last epoch. Anything else would mix two recipes in one model."""
 

@@ -170,11 +170,13 @@ class Prediction:
 
 
 def answer_ladder(manifest: Manifest) -> tuple[tuple[Rung, ...] | None, tuple[float, ...]]:
-    """The rungs and thresholds a run's manifest records; (None, ()) for a run trained without them."""
+    """The rungs and thresholds a run's manifest records; (None, ()) for a run trained without them. A run
+    that records no `max_share` was trained when any taxon could be an answer."""
     if not manifest.ladder:
         return None, ()
     taxonomy = Taxonomy.from_dict(manifest.taxonomy) if manifest.taxonomy else None
-    ladder = rungs([s.label for s in manifest.species], taxonomy)
+    max_share = float(manifest.ladder.get("max_share", 1.0))
+    ladder = rungs([s.label for s in manifest.species], taxonomy, max_share)
     return ladder, tuple(float(t) for t in manifest.ladder["thresholds"])
 
 

@@ -110,3 +110,15 @@ def test_the_predictor_reads_its_collection_file(predictor, tmp_path: Path):
     preds = decide(zoo)
     assert [g.species.label for g in preds[0].top] == ["b1", "c1"]
     assert (preds[0].rank, preds[0].taxon) == ("species", "tamarin")  # 0.05 / 0.05 = 1
+
+
+def test_a_run_recording_a_max_share_never_answers_with_a_taxon_of_most_of_its_species(tmp_path: Path):
+    # Callitrichidae holds 3 of the 4 species: over the recorded max_share 0.5, so the photo it answered
+    # in a run recording none has no answer; genus A (2 of 4) still answers
+    directory = untrained_run(tmp_path / "run", "efficientnet_lite0", SPECIES, 64, taxonomy=TAXONOMY,
+                              ladder=LADDER | {"max_share": 0.5})
+    preds = decide(Predictor.from_run_dir(directory, precision="fp32"))
+    assert [(p.verdict, p.rank, p.taxon) for p in preds] == [
+        ("species", "species", "pygmy marmoset"), ("species", "genus", "A"), ("unknown", None, None),
+        ("unknown", None, None)]
+    assert preds[2].unsure and not preds[2].unknown

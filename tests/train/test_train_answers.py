@@ -12,6 +12,7 @@ from monkeysee.checkpoint import Manifest
 from monkeysee.config import TrainConfig
 from monkeysee.data.preprocess import Preprocess
 from monkeysee.data.species import Species
+from monkeysee.data.taxonomy import Taxonomy
 from monkeysee.errors import CheckpointError, ConfigError
 from monkeysee.models.ladder import climb, rungs
 from monkeysee.rundir import RunDir
@@ -35,7 +36,19 @@ def test_too_few_photos_fit_no_ladder_and_the_log_says_why():
     views, y = _photos(100)
     cfg = TrainConfig()
     assert answer_ladder(cfg, views, y, np.empty((0, 2)), np.empty(0, dtype=int), ["a", "b"], None) is None
-    assert described(cfg, None).startswith("answer ladder: fewer than 199 training and validation photos")
+    assert described(cfg, None, ["a", "b"], None).startswith(
+        "answer ladder: fewer than 199 training and validation photos")
+
+
+def test_the_log_names_the_taxa_that_are_never_an_answer():
+    taxonomy = Taxonomy(("family",), {"a": ("F",), "b": ("F",), "c": ("G",)}, "hand-built")
+    ladder = {"accuracy": 0.995, "ranks": ["species", "family"], "thresholds": [0.9, 0.95], "source": "x",
+              "max_share": 0.5}
+    assert described(TrainConfig(), ladder, ["a", "b", "c"], taxonomy) == (
+        "answer ladder (99.5% right at each rank): thresholds species 0.900, family 0.950; never answered, "
+        "each holding over 50% of the species: F")
+    assert described(TrainConfig(answer_max_share=1.0), ladder, ["a", "b", "c"], taxonomy) == (
+        "answer ladder (99.5% right at each rank): thresholds species 0.900, family 0.950")
 
 
 def test_cross_fitted_logits_never_come_from_a_head_that_saw_the_photo():
@@ -51,6 +64,7 @@ def test_the_fitted_ladder_answers_separable_photos_and_is_recorded(tmp_path: Pa
     ladder = answer_ladder(cfg, views, y, val, np.array([0, 1] * 20), ["a", "b"], None, folds=2, epochs=2)
     assert ladder is not None
     assert (ladder["accuracy"], ladder["ranks"], len(ladder["thresholds"])) == (0.99, ["species"], 1)
+    assert ladder["max_share"] == 0.5
     assert 0.5 <= ladder["thresholds"][0] <= 0.99
     answers = climb(val, rungs(["a", "b"], None), ladder["thresholds"])
     assert [a.rank for a in answers] == ["species"] * 40
@@ -68,6 +82,10 @@ def test_the_fitted_ladder_answers_separable_photos_and_is_recorded(tmp_path: Pa
      r"'ladder.ranks' must be species then the ranks of the taxonomy"),
     ({"accuracy": 1.5, "ranks": ["species"], "thresholds": [0.9], "source": "x"},
      r"'ladder' accuracy must be in \(0, 1\), not 1.5"),
+    ({"accuracy": 0.99, "ranks": ["species"], "thresholds": [0.9], "source": "x", "max_share": 0},
+     r"'ladder' max_share must be in \(0, 1\], not 0"),
+    ({"accuracy": 0.99, "ranks": ["species"], "thresholds": [0.9], "source": "x", "share": 0.5},
+     r"'ladder' must be an object of accuracy, ranks, thresholds, source and \(optionally\) max_share"),
 ])
 def test_a_bad_ladder_is_refused_naming_the_field(tmp_path: Path, ladder: dict, message: str):
     species = (Species("a", "A"), Species("b", "B"))

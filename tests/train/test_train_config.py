@@ -93,20 +93,23 @@ def test_unknown_config_key_is_rejected(tmp_path: Path, capsys):
 
 
 
-def test_a_recorded_run_without_class_weights_resumes_and_grows_with_none(tiny_run, tmp_path) -> None:
-    """A recorded config or manifest without `class_weights` was trained with plain cross-entropy, so
-    resuming or growing that run uses "none"; a config file without the key gets the default."""
+@pytest.mark.parametrize(("key", "was", "default"), [("class_weights", "none", "inverse_sqrt"),
+                                                     ("answer_max_share", 1.0, 0.5)])
+def test_a_recorded_run_without_a_later_setting_resumes_and_grows_as_it_was_trained(
+        tiny_run, tmp_path, key: str, was: object, default: object) -> None:
+    """A recorded config or manifest without `class_weights` was trained with plain cross-entropy, and one
+    without `answer_max_share` let any taxon answer, so resuming or growing that run keeps that; a config
+    file without the key gets the default."""
     old = private_copy(tiny_run, tmp_path / "old")
     for name in ("config.json", "manifest.json"):  # a recorded run without the key
         d = json.loads((old / name).read_text())
-        (d["config"] if name == "manifest.json" else d).pop("class_weights")
+        (d["config"] if name == "manifest.json" else d).pop(key)
         (old / name).write_text(json.dumps(d))
-    assert Trainer.resume(old).cfg.class_weights == "none"
+    assert getattr(Trainer.resume(old).cfg, key) == was
     args = build_parser().parse_args(["train", "--from", str(old), "--out", str(tmp_path / "grown")])
-    assert resolve_config(args).class_weights == "none"
+    assert getattr(resolve_config(args), key) == was
     recorded = json.loads((old / "config.json").read_text())
-    assert TrainConfig.from_dict(recorded).class_weights == "inverse_sqrt"  # a config file: the default
-
+    assert getattr(TrainConfig.from_dict(recorded), key) == default  # a config file: the default
 
 
 def test_a_bad_augment_table_in_the_file_is_refused_even_when_the_flag_names_the_ops(tmp_path: Path):

@@ -52,6 +52,9 @@ _HELP: dict[str, str] = {
                 "primate families built in)",
     "answer_accuracy": "how often answers must be right at the rank they are given (species, genus, "
                        "family...): the answer ladder's thresholds are fitted to it",
+    "answer_max_share": "above species, a taxon holding more than this share of the run's species (e.g. "
+                        "a superfamily of most of them) is never an answer: it would say little more than "
+                        "'one of my species'",
 }
 _FLAGS = tuple(_HELP)
 

@@ -160,7 +160,7 @@ def _answers(predictor: Predictor, preds: list[Prediction], probs: np.ndarray, t
     point = None if species["accuracy"] is None else (species["coverage"], 1 - species["accuracy"])
     plot_risk_coverage(curve, out.risk_coverage, point)
     return d | {"thresholds": dict(zip([r.rank for r in ladder], predictor.thresholds, strict=False)),
-                "risk_coverage": curve}
+                "closed": {r.rank: sorted(r.closed) for r in ladder if r.closed}, "risk_coverage": curve}
 
 
 def _write_confusion_csv(path: Path, cm: np.ndarray, names: list[str]) -> None:

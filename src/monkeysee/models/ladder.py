@@ -6,6 +6,11 @@ reaches the genus threshold, and so on up the ranks; when no rank reaches its th
 answer (rank None). Thresholds are never below one half, so the taxon answered at a rank is the only
 one that can reach it.
 
+A taxon that holds more than `max_share` of the run's species is never an answer (`Rung.closed`): on
+the butterflies, "Papilionoidea" holds 80 of the 100 species, so it is right for nearly any photo, says
+little more than "one of my species", and is where photos of species the run never saw end up. Such a
+photo goes on up the ladder, and with no rank left it has no answer.
+
 `fit_thresholds` chooses them on photos the run did not train on, finest rank first: each rank takes the
 lowest threshold at which the photos it would answer (among those no finer rank answered) are right at
 least `accuracy` of the time, counted with one error added, so that a handful of photos cannot vouch for
@@ -27,11 +32,17 @@ FLOOR = 0.5
 
 @dataclass(frozen=True)
 class Rung:
-    """One rank: the taxon of each species (`index[c]`) and the taxa's names."""
+    """One rank: the taxon of each species (`index[c]`), the taxa's names and those never answered."""
 
     rank: str
     names: tuple[str, ...]
     index: np.ndarray
+    closed: frozenset[str] = frozenset()
+
+    @property
+    def answerable(self) -> np.ndarray:
+        """(taxa,) bool: False for a closed taxon."""
+        return np.array([n not in self.closed for n in self.names], dtype=bool)
 
     def probabilities(self, probs: np.ndarray) -> np.ndarray:
         """(N, taxa): each taxon's probability, the sum over its species."""
@@ -47,15 +58,17 @@ class LadderAnswer:
     probability: float
 
 
-def rungs(labels: Sequence[str], taxonomy: Taxonomy | None) -> tuple[Rung, ...]:
-    """The species rung, then one per rank of `taxonomy`, for classes in `labels` order."""
+def rungs(labels: Sequence[str], taxonomy: Taxonomy | None, max_share: float = 1.0) -> tuple[Rung, ...]:
+    """The species rung, then one per rank of `taxonomy`, for classes in `labels` order; above species a
+    taxon holding more than `max_share` of the species is closed."""
     out = [Rung(SPECIES, tuple(labels), np.arange(len(labels)))]
     if taxonomy is None:
         return tuple(out)
     for rank in taxonomy.ranks:
         taxa = [taxonomy.taxon(label, rank) for label in labels]
         names = tuple(dict.fromkeys(taxa))
-        out.append(Rung(rank, names, np.array([names.index(t) for t in taxa])))
+        closed = frozenset(n for n in names if taxa.count(n) > max_share * len(labels))
+        out.append(Rung(rank, names, np.array([names.index(t) for t in taxa]), closed))
     return tuple(out)
 
 
@@ -67,7 +80,8 @@ def climb(probs: np.ndarray, ladder: Sequence[Rung], thresholds: Sequence[float]
     for rung, threshold in zip(ladder, thresholds, strict=True):
         p = rung.probabilities(probs)
         top = p.argmax(axis=1)
-        for i in np.flatnonzero((p.max(axis=1) >= max(threshold, FLOOR)) & (best == 0)):
+        reach = (p.max(axis=1) >= max(threshold, FLOOR)) & rung.answerable[top]
+        for i in np.flatnonzero(reach & (best == 0)):
             rank[i], taxon[i], best[i] = rung.rank, rung.names[top[i]], p[i, top[i]]
     return [LadderAnswer(r, t, float(b)) for r, t, b in zip(rank, taxon, best, strict=True)]
 
@@ -80,13 +94,14 @@ def fit_thresholds(probs: np.ndarray, targets: np.ndarray, ladder: Sequence[Rung
     for rung in ladder:
         p = rung.probabilities(probs)
         confidence, right = p.max(axis=1), p.argmax(axis=1) == rung.index[targets]
-        order = np.argsort(-confidence[open_], kind="stable")
-        conf, ok = confidence[open_][order], right[open_][order]
+        candidate = open_ & rung.answerable[p.argmax(axis=1)]
+        order = np.argsort(-confidence[candidate], kind="stable")
+        conf, ok = confidence[candidate][order], right[candidate][order]
         answered = np.arange(1, len(conf) + 1)
         meets = (np.cumsum(ok) / (answered + 1) >= accuracy) & (conf >= FLOOR)
         # a threshold must answer every photo at or above it, so it can only stop where confidence drops
         meets &= np.append(conf[1:] < conf[:-1], True)
         threshold = float(conf[np.flatnonzero(meets)[-1]]) if meets.any() else 1.0 + 1e-9
         thresholds.append(max(threshold, FLOOR))
-        open_ &= confidence < thresholds[-1]
+        open_ &= ~(candidate & (confidence >= thresholds[-1]))
     return tuple(thresholds)

@@ -90,17 +90,21 @@ def answer_ladder(cfg: TrainConfig, train_views: np.ndarray, train_targets: np.n
     oof = softmax(fit_temperature(logits, train_targets).apply(logits) if calibrated else logits)
     probs = np.concatenate([oof, np.asarray(val_probs, dtype=np.float64).reshape(-1, len(labels))])
     targets = np.concatenate([train_targets, val_targets]).astype(np.int64)
-    ladder = rungs(labels, taxonomy)
+    ladder = rungs(labels, taxonomy, cfg.answer_max_share)
     thresholds = fit_thresholds(probs, targets, ladder, cfg.answer_accuracy)
     return {"accuracy": cfg.answer_accuracy, "ranks": [r.rank for r in ladder],
-            "thresholds": list(thresholds), "source": SOURCE}
+            "thresholds": list(thresholds), "source": SOURCE, "max_share": cfg.answer_max_share}
 
 
-def described(cfg: TrainConfig, ladder: dict[str, Any] | None) -> str:
+def described(cfg: TrainConfig, ladder: dict[str, Any] | None, labels: Sequence[str],
+              taxonomy: Taxonomy | None) -> str:
     """The training log's line about the ladder."""
     if ladder is None:
         return (f"answer ladder: fewer than {photos_needed(cfg.answer_accuracy)} training and validation "
                 f"photos cannot vouch for {cfg.answer_accuracy:.1%} right answers; every answer is given "
                 "at species rank")
     shown = ", ".join(f"{r} {t:.3f}" for r, t in zip(ladder["ranks"], ladder["thresholds"], strict=True))
-    return f"answer ladder ({cfg.answer_accuracy:.1%} right at each rank): thresholds {shown}"
+    closed = [name for rung in rungs(labels, taxonomy, cfg.answer_max_share) for name in sorted(rung.closed)]
+    never = (f"; never answered, each holding over {cfg.answer_max_share:.0%} of the species: "
+             f"{', '.join(closed)}") if closed else ""
+    return f"answer ladder ({cfg.answer_accuracy:.1%} right at each rank): thresholds {shown}{never}"

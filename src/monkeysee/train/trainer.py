@@ -295,10 +295,10 @@ class Trainer:
         calibration = finish.calibration(cfg, val_logits, val_targets)
         detector = finish.unknown_detector(cfg, train_views, splits["train"].targets.numpy(), val_logits,
                                            val_feats.numpy())
+        labels = [s.label for s in index.species]
         ladder = answers.answer_ladder(cfg, train_views, splits["train"].targets.numpy(),
-                                       softmax(calibration.apply(val_logits)), val_targets,
-                                       [s.label for s in index.species], taxonomy)
-        log(answers.described(cfg, ladder))
+                                       softmax(calibration.apply(val_logits)), val_targets, labels, taxonomy)
+        log(answers.described(cfg, ladder, labels, taxonomy))
         best = p.best_row()
         validated = len(val_targets) > 0
         manifest = Manifest(

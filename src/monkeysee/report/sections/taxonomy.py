@@ -46,6 +46,10 @@ class AnswersSection(Section):
                     f"{pct(d['accuracy_at_rank'], 2)} of the answers were right at the rank given, and "
                     f"{d['wrong']} ({pct(d['wrong_rate'], 2)} of all photos) named a species that is not "
                     "the photo's or a taxon that does not hold it.")
+        closed = "; ".join(f"{esc(rank)} {', '.join(map(esc, names))}"
+                           for rank, names in d.get("closed", {}).items())
+        if closed:
+            text += para(f"Never an answer, each holding most of the run's species: {closed}.")
         parts = [text, table(["rank", "answered", "share", "right", "threshold"], rows, numeric=(1, 2, 3, 4),
                              raw=True)]
         stored = ctx.evaluation.risk_coverage
