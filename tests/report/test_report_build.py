@@ -269,3 +269,19 @@ def test_the_taxonomy_section_lists_each_species_with_its_recorded_ranks(report_
     text = " ".join(parse(report_html).text("taxonomy").split())
     assert "3 species in 3 genus taxa, from Latin names of the labels file" in text
     assert "red monkey Rubra simia Rubra" in text and "blue monkey Caerulea simia Caerulea" in text
+
+
+def test_the_answers_section_names_the_taxa_that_are_never_an_answer(report_run):
+    from monkeysee.report.context import ReportContext
+    from monkeysee.report.sections.taxonomy import AnswersSection
+
+    ctx = ReportContext.load(report_run, ReportOptions(**FAST))
+    ranks = {"species": {"answered": 8, "coverage": 0.8, "accuracy": 1.0},
+             "superfamily": {"answered": 0, "coverage": 0.0, "accuracy": None}}
+    closed = {"superfamily": ["Papilionoidea"]}
+    ctx.metrics = {"answers": {"n": 10, "answered": 8, "coverage": 0.8, "accuracy_at_rank": 1.0, "wrong": 0,
+                               "wrong_rate": 0.0, "ranks": ranks, "closed": closed}}
+    text = re.sub(r"<[^>]+>", " ", AnswersSection().render(ctx))
+    assert "Never an answer, each holding most of the run's species: superfamily Papilionoidea." in text
+    del ctx.metrics["answers"]["closed"]  # an evaluation before answer_max_share
+    assert "Never an answer" not in AnswersSection().render(ctx)

@@ -97,6 +97,8 @@ def test_a_bad_ladder_is_refused_naming_the_field(tmp_path: Path, ladder: dict, 
         RunDir(tmp_path).read_manifest()
 
 
-def test_the_target_accuracy_is_checked():
+def test_the_target_accuracy_and_the_max_share_are_checked():
     with pytest.raises(ConfigError, match=r"answer_accuracy must be in \[0.5, 1\), not 1.0"):
         TrainConfig(answer_accuracy=1.0)
+    with pytest.raises(ConfigError, match=r"answer_max_share must be in \(0, 1\], not 0.0"):
+        TrainConfig(answer_max_share=0.0)
