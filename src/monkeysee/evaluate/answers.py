@@ -65,4 +65,6 @@ def format_answers(d: dict[str, Any]) -> str:
     for rank, row in d["ranks"].items():
         shown = "-" if row["accuracy"] is None else f"{row['accuracy']:.2%} right"
         lines.append(f"  at {rank:<12} {row['answered']:>6} ({row['coverage']:.1%}), {shown}")
+    for rank, names in d.get("closed", {}).items():
+        lines.append(f"  never an answer ({rank}, each holding most of the species): {', '.join(names)}")
     return "\n".join(lines)
