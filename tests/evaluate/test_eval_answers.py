@@ -35,7 +35,7 @@ def test_coverage_accuracy_and_wrong_answers_per_rank():
         "answers: 6/8 answered (75.0%), right at the rank given 50.00%, wrong 3 (37.50% of all photos)")
     assert "never an answer" not in format_answers(d)
     assert format_answers(d | {"closed": {"family": ["F"]}}).splitlines()[-1] == (
-        "  never an answer (family, each holding most of the species): F")
+        "  never an answer (family, each over the run's answer_max_share of the species): F")
 
 
 def test_the_risk_coverage_curve_answers_the_surest_photos_first():

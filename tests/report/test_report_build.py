@@ -282,6 +282,7 @@ def test_the_answers_section_names_the_taxa_that_are_never_an_answer(report_run)
     ctx.metrics = {"answers": {"n": 10, "answered": 8, "coverage": 0.8, "accuracy_at_rank": 1.0, "wrong": 0,
                                "wrong_rate": 0.0, "ranks": ranks, "closed": closed}}
     text = re.sub(r"<[^>]+>", " ", AnswersSection().render(ctx))
-    assert "Never an answer, each holding most of the run's species: superfamily Papilionoidea." in text
+    assert ("Never an answer, each holding more of the run's species than its answer_max_share: superfamily "
+            "Papilionoidea.") in text
     del ctx.metrics["answers"]["closed"]  # an evaluation before answer_max_share
     assert "Never an answer" not in AnswersSection().render(ctx)

@@ -47,7 +47,7 @@ def test_the_log_names_the_taxa_that_are_never_an_answer():
     assert described(TrainConfig(), ladder, ["a", "b", "c"], taxonomy) == (
         "answer ladder (99.5% right at each rank): thresholds species 0.900, family 0.950; never answered, "
         "each holding over 50% of the species: F")
-    assert described(TrainConfig(answer_max_share=1.0), ladder, ["a", "b", "c"], taxonomy) == (
+    assert described(TrainConfig(), ladder | {"max_share": 1.0}, ["a", "b", "c"], taxonomy) == (
         "answer ladder (99.5% right at each rank): thresholds species 0.900, family 0.950")
 
 

@@ -274,9 +274,9 @@ def _split(labels: list[str], train_files: Files, val_files: Files | None, val_f
         fractions["val"] = val_fraction
     splits: dict[str, list[Sample]] = {name: [] for name in SPLITS}
     copies = 0
+    carving = any(f > 0 for f in fractions.values())
     for target, label in enumerate(labels):
         ordered = sorted(train_files[label], key=str)
-        carving = any(f > 0 for f in fractions.values())
         groups = copy_groups(ordered, digests) if carving else [[p] for p in ordered]
         copies += sum(len(g) - 1 for g in groups)
         carved = _carve(groups, fractions, f"{seed}:{label}", label, warnings)

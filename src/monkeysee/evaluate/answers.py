@@ -66,5 +66,6 @@ def format_answers(d: dict[str, Any]) -> str:
         shown = "-" if row["accuracy"] is None else f"{row['accuracy']:.2%} right"
         lines.append(f"  at {rank:<12} {row['answered']:>6} ({row['coverage']:.1%}), {shown}")
     for rank, names in d.get("closed", {}).items():
-        lines.append(f"  never an answer ({rank}, each holding most of the species): {', '.join(names)}")
+        lines.append(f"  never an answer ({rank}, each over the run's answer_max_share of the species): "
+                     f"{', '.join(names)}")
     return "\n".join(lines)

@@ -19,8 +19,10 @@ a threshold alone.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -39,9 +41,9 @@ class Rung:
     index: np.ndarray
     closed: frozenset[str] = frozenset()
 
-    @property
+    @cached_property
     def answerable(self) -> np.ndarray:
-        """(taxa,) bool: False for a closed taxon."""
+        """(taxa,) bool: False for a closed taxon (computed once per rung, not per photo batch)."""
         return np.array([n not in self.closed for n in self.names], dtype=bool)
 
     def probabilities(self, probs: np.ndarray) -> np.ndarray:
@@ -67,7 +69,7 @@ def rungs(labels: Sequence[str], taxonomy: Taxonomy | None, max_share: float = 1
     for rank in taxonomy.ranks:
         taxa = [taxonomy.taxon(label, rank) for label in labels]
         names = tuple(dict.fromkeys(taxa))
-        closed = frozenset(n for n in names if taxa.count(n) > max_share * len(labels))
+        closed = frozenset(n for n, count in Counter(taxa).items() if count > max_share * len(labels))
         out.append(Rung(rank, names, np.array([names.index(t) for t in taxa]), closed))
     return tuple(out)
 
@@ -93,8 +95,9 @@ def fit_thresholds(probs: np.ndarray, targets: np.ndarray, ladder: Sequence[Rung
     thresholds = []
     for rung in ladder:
         p = rung.probabilities(probs)
-        confidence, right = p.max(axis=1), p.argmax(axis=1) == rung.index[targets]
-        candidate = open_ & rung.answerable[p.argmax(axis=1)]
+        top = p.argmax(axis=1)
+        confidence, right = p.max(axis=1), top == rung.index[targets]
+        candidate = open_ & rung.answerable[top]
         order = np.argsort(-confidence[candidate], kind="stable")
         conf, ok = confidence[candidate][order], right[candidate][order]
         answered = np.arange(1, len(conf) + 1)

@@ -104,7 +104,8 @@ def described(cfg: TrainConfig, ladder: dict[str, Any] | None, labels: Sequence[
                 f"photos cannot vouch for {cfg.answer_accuracy:.1%} right answers; every answer is given "
                 "at species rank")
     shown = ", ".join(f"{r} {t:.3f}" for r, t in zip(ladder["ranks"], ladder["thresholds"], strict=True))
-    closed = [name for rung in rungs(labels, taxonomy, cfg.answer_max_share) for name in sorted(rung.closed)]
-    never = (f"; never answered, each holding over {cfg.answer_max_share:.0%} of the species: "
-             f"{', '.join(closed)}") if closed else ""
+    share = ladder["max_share"]
+    closed = [name for rung in rungs(labels, taxonomy, share) for name in sorted(rung.closed)]
+    never = f"; never answered, each holding over {share:.0%} of the species: {', '.join(closed)}" if closed \
+        else ""
     return f"answer ladder ({cfg.answer_accuracy:.1%} right at each rank): thresholds {shown}{never}"

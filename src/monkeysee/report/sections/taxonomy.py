@@ -49,7 +49,8 @@ class AnswersSection(Section):
         closed = "; ".join(f"{esc(rank)} {', '.join(map(esc, names))}"
                            for rank, names in d.get("closed", {}).items())
         if closed:
-            text += para(f"Never an answer, each holding most of the run's species: {closed}.")
+            text += para("Never an answer, each holding more of the run's species than its answer_max_share: "
+                         f"{closed}.")
         parts = [text, table(["rank", "answered", "share", "right", "threshold"], rows, numeric=(1, 2, 3, 4),
                              raw=True)]
         stored = ctx.evaluation.risk_coverage
